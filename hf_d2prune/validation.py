@@ -1,0 +1,69 @@
+"""Input checks shared by every step: run them before any expensive work."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InvalidParameterError, InvalidValuesError
+
+__all__ = ["check_finite", "check_positive_int", "check_fraction", "describe_rows"]
+
+
+def describe_rows(indices: np.ndarray, limit: int = 5) -> str:
+    """Return ``"3 rows (first: 4, 17, 90)"`` for an index array, for error messages."""
+    indices = np.asarray(indices).ravel()
+    first = ", ".join(str(int(i)) for i in indices[:limit])
+    more = ", ..." if indices.size > limit else ""
+    return f"{indices.size} row{'s' if indices.size != 1 else ''} (first: {first}{more})"
+
+
+def check_finite(values: np.ndarray, name: str) -> None:
+    """Raise :class:`InvalidValuesError` if ``values`` holds NaN or ±inf.
+
+    The message gives how many rows are affected and the first few row indices.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.reshape(finite.shape[0], -1).all(axis=1)) if values.ndim else np.array([0])
+    raise InvalidValuesError(
+        f"{name} holds NaN or inf in {describe_rows(bad_rows)}; "
+        f"drop or fix those rows first (e.g. ds.filter) or recompute them."
+    )
+
+
+def check_positive_int(value: int, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` as ``int`` if it is an integer ≥ ``minimum``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise InvalidParameterError(f"{name} must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_fraction(value: float, name: str, *, low: float = 0.0, high: float = 1.0,
+                   low_inclusive: bool = True, high_inclusive: bool = False) -> float:
+    """Return ``value`` as float if it lies in the given interval, else raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidParameterError(f"{name} must be a number, got {value!r}.")
+    value = float(value)
+    ok_low = value >= low if low_inclusive else value > low
+    ok_high = value <= high if high_inclusive else value < high
+    if not (ok_low and ok_high) or not np.isfinite(value):
+        interval = f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
+        raise InvalidParameterError(f"{name} must lie in {interval}, got {value}.")
+    return value
+
+
+def check_same_length(arrays: Sequence[tuple[str, np.ndarray]]) -> int:
+    """Raise unless every named array has the same first dimension; return that length."""
+    lengths = {name: len(a) for name, a in arrays}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise InvalidValuesError(f"inputs must have one row each per example; got lengths {detail}.")
+    return next(iter(lengths.values()))

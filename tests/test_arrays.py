@@ -1,0 +1,70 @@
+"""Embedding columns as numpy arrays: bulk, zero-copy where possible, and strict."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+
+import hf_d2prune  # noqa: F401
+from hf_d2prune.arrays import column_array, embedding_matrix
+from hf_d2prune.errors import ColumnNotFoundError, ColumnTypeError, InvalidValuesError
+
+
+def _fixed(X):
+    return datasets.Dataset.from_dict(
+        {"embedding": X, "label": np.arange(len(X))},
+        features=datasets.Features({"embedding": datasets.Sequence(datasets.Value("float32"), length=X.shape[1]),
+                                    "label": datasets.Value("int64")}),
+    )
+
+
+def test_single_chunk_is_a_zero_copy_view():
+    X = np.random.default_rng(0).normal(size=(100, 7)).astype(np.float32)
+    ds = _fixed(X)
+    out = embedding_matrix(ds)
+    np.testing.assert_array_equal(out, X)
+    assert out.flags.c_contiguous and out.dtype == np.float32
+    buffer_address = ds.data.column("embedding").chunks[0].values.buffers()[1].address
+    assert out.__array_interface__["data"][0] == buffer_address
+
+
+def test_indices_mapping_and_multiple_chunks_keep_row_order():
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)
+    ds = datasets.concatenate_datasets([_fixed(X[:7]), _fixed(X[7:])])
+    shuffled = ds.select([5, 19, 0, 8, 8])
+    np.testing.assert_array_equal(embedding_matrix(shuffled), X[[5, 19, 0, 8, 8]])
+    np.testing.assert_array_equal(embedding_matrix(ds.select(range(3, 12))), X[3:12])
+
+
+def test_variable_length_lists_are_read_and_ragged_rows_named():
+    ds = datasets.Dataset.from_dict({"embedding": [[1.0, 2.0], [3.0, 4.0]]})
+    np.testing.assert_array_equal(embedding_matrix(ds), [[1, 2], [3, 4]])
+    ragged = datasets.Dataset.from_dict({"embedding": [[1.0, 2.0], [3.0], [1.0, 1.0], [2.0]]})
+    with pytest.raises(InvalidValuesError, match=r"unequal length.*2 rows \(first: 1, 3\)"):
+        embedding_matrix(ragged)
+
+
+def test_nan_rows_are_counted_and_named():
+    X = np.ones((10, 4), np.float32)
+    X[3, 1] = np.nan
+    X[7, 0] = np.inf
+    with pytest.raises(InvalidValuesError, match=r"NaN or inf in 2 rows \(first: 3, 7\)"):
+        embedding_matrix(_fixed(X))
+
+
+def test_wrong_types_and_missing_columns():
+    ds = datasets.Dataset.from_dict({"text": ["a", "b"], "embedding": [[1.0], None]})
+    with pytest.raises(ColumnNotFoundError, match="'emb' not found; available: text, embedding"):
+        embedding_matrix(ds, "emb")
+    with pytest.raises(ColumnTypeError, match="'text' holds string"):
+        embedding_matrix(ds, "text")
+    with pytest.raises(InvalidValuesError, match=r"missing embeddings in 1 row \(first: 1\)"):
+        embedding_matrix(ds)
+    with pytest.raises(ColumnTypeError, match="numeric column"):
+        column_array(ds, "text")
+
+
+def test_column_array_respects_selection():
+    ds = datasets.Dataset.from_dict({"score": [0.5, 1.5, 2.5, 3.5]}).select([3, 1])
+    np.testing.assert_array_equal(column_array(ds, "score"), [3.5, 1.5])
