@@ -214,6 +214,193 @@ class D2Accessor:
             "revision": revision, "normalize": bool(normalize), "dim": dim,
         })
 
+    # ------------------------------------------------------------------ scores
+    def score(
+        self,
+        name: str = "prototype_distance",
+        *,
+        embedding: str = "embedding",
+        label: Optional[str] = "label",
+        output_column: Optional[str] = None,
+        n_prototypes: Optional[int] = None,
+        seed: int = 0,
+    ):
+        """Add a geometric difficulty score computed from the embeddings (no training needed).
+
+        ``"prototype_distance"`` (Sorscher et al., NeurIPS 2022): Euclidean distance of each row
+        to its class centroid (or, with ``label=None`` or no such column, to the nearest of
+        ``n_prototypes`` k-means centroids). Higher = harder (atypical).
+
+        Args:
+            name: which score (see :data:`hf_d2prune.scores.GEOMETRIC_SCORES`).
+            embedding: the embedding column.
+            label: class column; ``None`` (or absent column) for the unsupervised variant.
+            output_column: name of the new float32 column (default: ``name``).
+            n_prototypes: k-means clusters for the unsupervised variant (default sqrt(n)).
+            seed: k-means seed.
+
+        Example:
+            >>> ds = ds.d2.score("prototype_distance", label="label")   # doctest: +SKIP
+        """
+        from .scores import GEOMETRIC_SCORES
+
+        ds = self._ds
+        if name not in GEOMETRIC_SCORES:
+            raise InvalidParameterError(
+                f"unknown score '{name}'; ds.d2.score computes: {', '.join(GEOMETRIC_SCORES)}. "
+                f"Scores from training dynamics come from ds.d2.train_dynamics."
+            )
+        require_columns(ds, embedding)
+        labels = None
+        if label is not None and label in ds.column_names:
+            labels = _label_array(ds, label)
+        X = embedding_matrix(ds, embedding)
+        values = GEOMETRIC_SCORES[name](X, labels, n_prototypes=n_prototypes, seed=seed)
+        output_column = output_column or name
+        params = {"embedding": embedding, "label": label if labels is not None else None,
+                  "n_prototypes": n_prototypes, "seed": seed}
+        out = _add_columns(ds, {output_column: values}, ("hf_d2prune.score", name, params, output_column))
+        return with_step(out, {"step": "score", "output": output_column, "score": name, **params})
+
+    # ------------------------------------------------------------------ selection
+    def coreset(
+        self,
+        score: Optional[str] = None,
+        method: str = "d2",
+        *,
+        embedding: str = "embedding",
+        k: int = 10,
+        gamma_forward: float = 1.0,
+        gamma_reverse: float = 1.0,
+        graph: str = "symmetric",
+        squared: bool = False,
+        index: str = "auto",
+        by: Optional[str] = None,
+        label: Optional[str] = None,
+        hard_cutoff: float = 0.0,
+        cutoff_score: Optional[str] = None,
+        higher_is_harder: bool = True,
+        n_bins: int = 50,
+        budget: Optional[int] = None,
+        seed: int = 0,
+        output_column: Optional[str] = None,
+    ):
+        """Rank every row for selection: adds ``<method>_rank`` (int64, 0 = first pick, -1 = never).
+
+        The greedy order does not depend on the budget, so one call serves every pruning rate:
+        the coreset of ``N`` rows is ``rank >= 0 and rank < N`` (see :meth:`prune`).
+
+        Methods:
+            - ``"d2"``: D2 Pruning (Maharana, Yadav & Bansal, ICLR 2024): kNN graph over the
+              embeddings (faiss), forward message passing spreads each row's difficulty to its
+              neighbours (``gamma_forward``), reverse message passing picks greedily and
+              down-weights the neighbours of each pick (``gamma_reverse``). Also adds
+              ``d2_score`` (float32, the score after forward passing). Needs ``score``.
+            - ``"random"``: a seeded random order.
+            - ``"topk"`` / ``"easiest"``: hardest-first / easiest-first by ``score``.
+            - ``"ccs"``: Coverage-centric selection (Zheng et al., ICLR 2023): hard cutoff, then
+              stratified sampling over ``n_bins`` score bins with equal budgets.
+            - ``"moderate"``: Moderate-DS (Xia et al., ICLR 2023): rows whose distance to their
+              class centre is closest to the median first.
+            - ``"kcenter"``: greedy k-center (Sener & Savarese, ICLR 2018) on the embeddings.
+
+        Args:
+            score: score column, higher = harder (the library's convention); needed by d2,
+                topk, easiest and ccs.
+            method: one of the methods above.
+            embedding: embedding column (d2, moderate, kcenter).
+            k: neighbours per row in the D2 graph.
+            gamma_forward, gamma_reverse: D2 kernel widths γ_f, γ_r (weights exp(-γ·distance)).
+            graph: ``"symmetric"`` (i~j if either is among the other's k nearest; default) or
+                ``"directed"`` (out-neighbours only).
+            squared: use squared distances in the D2 kernels (the paper's RBF form).
+            index: kNN index: ``"auto"`` (exact below a size threshold, HNSW above), ``"exact"``,
+                ``"hnsw"``, ``"ivf"``.
+            by: class column for class-wise D2: equal budget per class (capped at class size),
+                D2 inside each class; every prefix of the order is that allocation.
+            label: class column for ``"moderate"`` (default: ``by`` or ``"label"`` if present).
+            hard_cutoff: fraction β of rows dropped before selecting (rank -1): the hardest β by
+                ``cutoff_score`` (CCS's cutoff of likely-mislabelled rows, e.g. by -AUM).
+            cutoff_score: column ranked for the cutoff (default: ``score``).
+            higher_is_harder: set ``False`` when ``score`` / ``cutoff_score`` run the other way
+                (raw AUM, confidence): they are negated on purpose, here and only here.
+            n_bins: CCS score bins.
+            budget: stop the greedy after this many picks (others get -1); default: rank all.
+            seed: random seed (random, ccs, kcenter).
+            output_column: rank column name (default ``"<method>_rank"``).
+
+        Returns:
+            A new dataset with the rank column (and ``d2_score``) added or replaced.
+
+        Raises:
+            ColumnNotFoundError, ColumnTypeError: a named column is missing or not numeric.
+            InvalidParameterError: unknown method, k >= n, gamma < 0, fractions out of range.
+            InvalidValuesError: NaN/inf in embeddings or scores (names the rows).
+
+        Example:
+            >>> ds = ds.d2.coreset(score="prototype_distance", method="d2", k=10)   # doctest: +SKIP
+            >>> small = ds.d2.prune(keep=0.3)                                        # doctest: +SKIP
+        """
+        from .coreset import run_selection
+
+        ds = self._ds
+        params = dict(score=score, method=method, embedding=embedding, k=k, gamma_forward=gamma_forward,
+                      gamma_reverse=gamma_reverse, graph=graph, squared=squared, index=index, by=by,
+                      label=label, hard_cutoff=hard_cutoff, cutoff_score=cutoff_score,
+                      higher_is_harder=higher_is_harder, n_bins=n_bins, budget=budget, seed=seed)
+        columns, record = run_selection(ds, **params)
+        if output_column is not None:
+            columns = {output_column if name.endswith("_rank") else name: values for name, values in columns.items()}
+        rank_column = next(name for name in columns if name.endswith("_rank") or name == output_column)
+        out = _add_columns(ds, columns, ("hf_d2prune.coreset", params, output_column))
+        return with_step(out, {"step": "coreset", "output": rank_column, **params, **record})
+
+    def prune(self, keep: "float | int", method: str = "d2", *, rank_column: Optional[str] = None):
+        """Return the coreset: the first ``keep`` rows of a selection, in their original order.
+
+        Args:
+            keep: a fraction in (0, 1] of the dataset's rows (rounded half up to a whole number of
+                rows: ``floor(keep * n + 0.5)``, at least 1), or an ``int`` number of rows.
+            method: whose ranks to use (reads ``<method>_rank``, written by :meth:`coreset`).
+            rank_column: read this rank column instead.
+
+        Returns:
+            A new dataset with exactly that many rows, every original column kept, rows in their
+            original order (no copy of the data: an indices mapping, like ``Dataset.select``).
+
+        Raises:
+            ColumnNotFoundError: no rank column (run ``ds.d2.coreset(...)`` first).
+            InvalidParameterError: ``keep`` <= 0, > 1 as a fraction, or more rows than were ranked.
+
+        Example:
+            >>> small = ds.d2.coreset(score="aum").d2.prune(keep=0.3)    # doctest: +SKIP
+        """
+        from .arrays import column_array
+
+        ds = self._ds
+        rank_column = rank_column or f"{method}_rank"
+        if rank_column not in ds.column_names:
+            ranked = [c for c in ds.column_names if c.endswith("_rank")]
+            hint = f" Available rank columns: {', '.join(ranked)}." if ranked else ""
+            from .errors import ColumnNotFoundError
+
+            raise ColumnNotFoundError(
+                f"column '{rank_column}' not found: run ds.d2.coreset(method='{method}', ...) first.{hint}"
+            )
+        n_rows = _budget_from_keep(keep, len(ds))
+        ranks = column_array(ds, rank_column, dtype=np.int64)
+        ranked = int((ranks >= 0).sum())
+        if n_rows > ranked:
+            raise InvalidParameterError(
+                f"keep={keep!r} asks for {n_rows} rows but '{rank_column}' ranks only {ranked} of {len(ds)} "
+                f"(the rest were hard-cut or beyond the selection budget); keep at most {ranked} rows."
+            )
+        rows = np.flatnonzero((ranks >= 0) & (ranks < n_rows))
+        fingerprint = _fingerprint(ds._fingerprint, "hf_d2prune.prune", rank_column, n_rows)
+        out = ds.select(rows, new_fingerprint=fingerprint)
+        return with_step(out, {"step": "prune", "output": None, "rank_column": rank_column, "keep": keep,
+                               "rows": n_rows, "source_rows": len(ds), "source_fingerprint": ds._fingerprint})
+
     # ------------------------------------------------------------------ arrays
     def embeddings(self, column: str = "embedding", *, dtype: Any = np.float32) -> np.ndarray:
         """Return an embedding column as one contiguous ``(n, d)`` numpy array.
@@ -225,6 +412,60 @@ class D2Accessor:
             >>> X = ds.d2.embed("text").d2.embeddings()          # doctest: +SKIP
         """
         return embedding_matrix(self._ds, column, dtype=dtype)
+
+
+def _budget_from_keep(keep: Any, n: int) -> int:
+    """Rows to keep for ``keep`` (fraction in (0, 1] rounded half up, or an int count)."""
+    import math
+
+    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
+        raise InvalidParameterError(f"keep must be a fraction in (0, 1] or a number of rows, got {keep!r}.")
+    if isinstance(keep, (int, np.integer)):
+        if not 1 <= keep <= n:
+            raise InvalidParameterError(f"keep={keep} rows is outside 1..{n} (the dataset has {n} rows).")
+        return int(keep)
+    if not (0.0 < keep <= 1.0) or not math.isfinite(keep):
+        raise InvalidParameterError(
+            f"keep={keep} is not a fraction in (0, 1]; pass e.g. keep=0.3 for 30% or an int for a row count."
+        )
+    return max(1, min(n, math.floor(keep * n + 0.5)))
+
+
+def _label_array(ds: Any, column: str) -> np.ndarray:
+    """Class ids of a label column: ints/ClassLabel as they are, strings mapped to 0..C-1."""
+    import pyarrow as pa
+
+    from .arrays import column_array
+    from .validation import describe_rows
+
+    require_columns(ds, column)
+    arr = ds.with_format("arrow", columns=[column])[:][column]
+    if arr.null_count:
+        import pyarrow.compute as pc
+
+        rows = np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))
+        raise InvalidValuesError(f"label column '{column}' has missing labels in {describe_rows(rows)}; fill or drop them.")
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return np.unique(np.asarray(arr.to_pylist(), dtype=object).astype(str), return_inverse=True)[1].astype(np.int64)
+    return column_array(ds, column, dtype=np.int64)
+
+
+def _add_columns(ds: Any, columns: dict, fingerprint_parts: tuple) -> Any:
+    """Add (or replace) numpy columns, with a fingerprint from the parent and the step's arguments."""
+    import datasets
+
+    out = ds
+    existing = [name for name in columns if name in ds.column_names]
+    if existing:
+        out = out.remove_columns(existing)
+    fingerprint = _fingerprint(ds._fingerprint, *fingerprint_parts)
+    for position, (name, values) in enumerate(columns.items()):
+        values = np.asarray(values)
+        dtype = "int64" if values.dtype.kind in "iu" else "bool" if values.dtype.kind == "b" else "float32"
+        feature = datasets.Value(dtype)
+        out = out.add_column(name, values.astype(dtype, copy=False), feature=feature,
+                             new_fingerprint=_fingerprint(fingerprint, position))
+    return out
 
 
 def _is_plain_callable(model: Any) -> bool:

@@ -1,0 +1,225 @@
+"""The ``hf-d2prune`` command line: embed, score, select and prune a dataset from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Optional, Sequence
+
+from .builtin import BUILTIN_DATASETS
+
+__all__ = ["main", "build_parser"]
+
+_DATASET_HELP = (
+    "a built-in dataset (" + ", ".join(BUILTIN_DATASETS) + "; offline), a folder written by "
+    "Dataset.save_to_disk, a .csv/.tsv/.json/.jsonl/.parquet file, or a Hugging Face Hub dataset id"
+)
+
+_EPILOG = """\
+examples:
+  hf-d2prune run sms_spam --keep 0.3 --out out/sms-d2-30
+  hf-d2prune embed 20newsgroups --column text --out out/news-embedded
+  hf-d2prune select out/news-embedded --score prototype_distance --method d2 --out out/news-ranked
+  hf-d2prune run imdb --text-column text --label-column label --keep 0.5 --out out/imdb-50
+
+Every command writes with Dataset.save_to_disk to a temporary folder first and moves it into
+place when complete, so an interrupted run never leaves a half-written --out.
+"""
+
+
+def _add_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help=_DATASET_HELP)
+    p.add_argument("--split", default="train", help="split to load (default: train)")
+    p.add_argument("--config", default=None, help="Hub dataset configuration name")
+    p.add_argument("--revision", default=None, help="Hub dataset revision")
+    p.add_argument("--out", required=True, help="output folder (Dataset.save_to_disk layout)")
+
+
+def _add_embed_options(p: argparse.ArgumentParser, *, required_column: bool) -> None:
+    g = p.add_argument_group("embedding")
+    g.add_argument("--column", "--text-column", "--image-column", dest="column", required=required_column,
+                   default=None, help="text or image column to embed (default for run: 'text' or 'image', whichever exists)")
+    g.add_argument("--model", default=None,
+                   help="sentence-transformers / transformers model id or local path (default: MiniLM-L6 for text, "
+                        "EfficientNet-Lite0 for images, both offline from PyPI packages)")
+    g.add_argument("--embedding-column", default="embedding", help="name of the embedding column (default: embedding)")
+    g.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: 64)")
+    g.add_argument("--no-normalize", action="store_true", help="keep raw vectors instead of L2-normalising them")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: a GPU if present)")
+    g.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map")
+
+
+def _add_select_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("selection")
+    g.add_argument("--label-column", default=None, help="label column (default: 'label' if present)")
+    g.add_argument("--score", default=None,
+                   help="score column (higher = harder); if absent, the geometric score 'prototype_distance' "
+                        "(distance to the class centroid) is computed and used")
+    g.add_argument("--lower-is-harder", action="store_true",
+                   help="the score column runs the other way (e.g. raw AUM, confidence): flip it on purpose")
+    g.add_argument("--method", default="d2", choices=["d2", "random", "topk", "easiest", "ccs", "moderate", "kcenter"],
+                   help="selection method (default: d2)")
+    g.add_argument("--k", type=int, default=10, help="neighbours per row in the kNN graph (default: 10)")
+    g.add_argument("--gamma-forward", type=float, default=1.0, help="D2 forward kernel width γ_f (default: 1.0)")
+    g.add_argument("--gamma-reverse", type=float, default=1.0, help="D2 reverse kernel width γ_r (default: 1.0)")
+    g.add_argument("--graph", default="symmetric", choices=["symmetric", "directed"], help="D2 graph (default: symmetric)")
+    g.add_argument("--index", default="auto", choices=["auto", "exact", "hnsw", "ivf"],
+                   help="kNN index: exact below a size threshold, approximate above (default: auto)")
+    g.add_argument("--class-wise", action="store_true", help="equal budget per class, D2 inside each class")
+    g.add_argument("--hard-cutoff", type=float, default=0.0,
+                   help="drop this fraction of rows with the lowest --cutoff-score before selecting (CCS); default 0")
+    g.add_argument("--cutoff-score", default=None, help="column ranked for --hard-cutoff (default: the score column)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-d2prune",
+        description="Make a Hugging Face dataset smaller without making models worse: embed rows, score "
+                    "them, select a coreset with D2 Pruning (diverse and difficult) or a baseline, and save it.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"hf-d2prune {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="the whole job: embed (if needed), score (if needed), select, prune, save",
+                       description="Embed (if the embedding column is absent), score (if --score is absent), "
+                                   "select with --method and save the coreset of --keep rows to --out.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_source(p)
+    p.add_argument("--keep", type=float, required=True,
+                   help="fraction of rows to keep (0 < keep <= 1) or, if > 1, a number of rows")
+    p.add_argument("--save-scored", default=None,
+                   help="also save the full dataset with embedding, score and rank columns to this folder")
+    _add_embed_options(p, required_column=False)
+    _add_select_options(p)
+
+    p = sub.add_parser("embed", help="add an embedding column and save the dataset",
+                       description="Add an embedding column computed from a text or image column.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_source(p)
+    _add_embed_options(p, required_column=True)
+
+    p = sub.add_parser("select", help="add a <method>_rank column (needs an embedding column) and save",
+                       description="Rank every row with --method (0 = picked first, -1 = never) and save the "
+                                   "full dataset; any budget is then rank < budget.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_source(p)
+    p.add_argument("--embedding-column", default="embedding", help="embedding column")
+    _add_select_options(p)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _embed_kwargs(args: argparse.Namespace) -> dict:
+    return dict(model=args.model, output_column=args.embedding_column, batch_size=args.batch_size,
+                normalize=not args.no_normalize, device=args.device, num_proc=args.num_proc)
+
+
+def _default_column(ds, requested: Optional[str], candidates: Sequence[str], what: str) -> Optional[str]:
+    if requested is not None:
+        return requested
+    for name in candidates:
+        if name in ds.column_names:
+            return name
+    return None
+
+
+def _select(ds, args: argparse.Namespace):
+    label = _default_column(ds, args.label_column, ["label", "labels"], "label")
+    score = args.score
+    if score is None:
+        score = "prototype_distance"
+        if score not in ds.column_names:
+            ds = ds.d2.score("prototype_distance", embedding=args.embedding_column, label=label)
+    ds = ds.d2.coreset(
+        score=score, method=args.method, embedding=args.embedding_column, k=args.k,
+        gamma_forward=args.gamma_forward, gamma_reverse=args.gamma_reverse, graph=args.graph,
+        index=args.index, by=label if args.class_wise else None, hard_cutoff=args.hard_cutoff,
+        cutoff_score=args.cutoff_score, higher_is_harder=not args.lower_is_harder, seed=args.seed,
+        label=label,
+    )
+    return ds
+
+
+def _parse_keep(value: float):
+    """``--keep``: a fraction in (0, 1] or a whole number of rows > 1."""
+    from .errors import InvalidParameterError
+
+    if 0 < value <= 1:
+        return float(value)
+    if value > 1 and float(value).is_integer():
+        return int(value)
+    raise InvalidParameterError(f"--keep {value} is neither a fraction in (0, 1] nor a whole number of rows.")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .io import load_any, save_atomic
+
+    keep = _parse_keep(args.keep) if args.command == "run" else None
+    ds = load_any(args.dataset, split=args.split, config=args.config, revision=args.revision)
+    if args.command in ("run", "embed") and (args.command == "embed" or args.embedding_column not in ds.column_names):
+        column = _default_column(ds, args.column, ["text", "image", "img", "sentence"], "column")
+        if column is None:
+            raise SystemExit(f"hf-d2prune: no --column given and no 'text' or 'image' column in {ds.column_names}")
+        ds = ds.d2.embed(column, **_embed_kwargs(args))
+    if args.command == "embed":
+        save_atomic(ds, args.out)
+        print(f"embedded {len(ds)} rows -> {args.out}")
+        return 0
+    ds = _select(ds, args)
+    method = "d2" if args.method == "d2" else args.method
+    if args.command == "select":
+        save_atomic(ds, args.out)
+        print(f"ranked {len(ds)} rows with {method} -> {args.out} (column {method}_rank)")
+        return 0
+    small = ds.d2.prune(keep=keep, method=method)
+    if args.save_scored:
+        save_atomic(ds, args.save_scored)
+    save_atomic(small, args.out)
+    summary = {"source_rows": len(ds), "kept_rows": len(small), "method": method, "out": str(args.out)}
+    label = _default_column(ds, args.label_column, ["label", "labels"], "label")
+    if label is not None:
+        summary["kept_per_class"] = _per_class(ds, small, label)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _per_class(ds, small, label: str) -> dict:
+    import numpy as np
+
+    names = getattr(ds.features[label], "names", None)
+    full = np.asarray(ds[label])
+    kept = np.asarray(small[label])
+    out = {}
+    for value in np.unique(full):
+        key = names[int(value)] if names is not None else str(value)
+        out[key] = f"{int((kept == value).sum())}/{int((full == value).sum())}"
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``hf-d2prune``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    from .errors import D2PruneError
+
+    try:
+        return _run(args)
+    except D2PruneError as err:
+        print(f"hf-d2prune: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Glue between ``ds.d2.coreset`` and the selection kernels: columns in, rank columns out.
+
+All validation happens here, before a graph is built; the kernels in :mod:`hf_d2prune.selection`
+know nothing of ``datasets``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import numpy as np
+
+from .arrays import column_array, embedding_matrix, require_columns
+from .errors import InvalidParameterError
+from .validation import check_finite, check_fraction, check_positive_int
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METHODS", "run_selection"]
+
+#: method -> (needs a score column, needs embeddings)
+METHODS = {
+    "d2": (True, True),
+    "random": (False, False),
+    "topk": (True, False),
+    "easiest": (True, False),
+    "ccs": (True, False),
+    "moderate": (False, True),
+    "kcenter": (False, True),
+}
+
+
+def _scores(ds: Any, column: str, higher_is_harder: bool, what: str) -> np.ndarray:
+    values = column_array(ds, column, dtype=np.float64)
+    check_finite(values, f"{what} column '{column}'")
+    return values if higher_is_harder else -values
+
+
+def run_selection(
+    ds: Any,
+    *,
+    score: Optional[str],
+    method: str,
+    embedding: str,
+    k: int,
+    gamma_forward: float,
+    gamma_reverse: float,
+    graph: str,
+    squared: bool,
+    index: str,
+    by: Optional[str],
+    label: Optional[str],
+    hard_cutoff: float,
+    cutoff_score: Optional[str],
+    higher_is_harder: bool,
+    n_bins: int,
+    budget: Optional[int],
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Validate, read columns, run one selection method; return new columns and extra provenance."""
+    from .namespace import _label_array
+    from .selection.d2 import d2_order
+
+    if method not in METHODS:
+        raise InvalidParameterError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}.")
+    needs_score, needs_embedding = METHODS[method]
+    n = len(ds)
+    if n == 0:
+        raise InvalidParameterError("the dataset is empty: there is nothing to select.")
+    if needs_score and score is None:
+        raise InvalidParameterError(
+            f"method '{method}' needs score=<column> (higher = harder), e.g. score='aum' from "
+            f"ds.d2.train_dynamics or score='prototype_distance' from ds.d2.score()."
+        )
+    if graph not in ("symmetric", "directed"):
+        raise InvalidParameterError(f"graph must be 'symmetric' or 'directed', got {graph!r}.")
+    if index not in ("auto", "exact", "hnsw", "ivf"):
+        raise InvalidParameterError(f"index must be one of auto, exact, hnsw, ivf; got {index!r}.")
+    hard_cutoff = check_fraction(hard_cutoff, "hard_cutoff", low=0.0, high=1.0)
+    if hard_cutoff > 0 and method not in ("d2", "ccs"):
+        raise InvalidParameterError(f"hard_cutoff applies to methods 'd2' and 'ccs', not '{method}'; leave it at 0.")
+    check_positive_int(k, "k")
+    if budget is not None:
+        budget = check_positive_int(budget, "budget")
+    for name, gamma in (("gamma_forward", gamma_forward), ("gamma_reverse", gamma_reverse)):
+        if not isinstance(gamma, (int, float, np.integer, np.floating)) or not np.isfinite(gamma) or gamma < 0:
+            raise InvalidParameterError(f"{name} must be a finite number >= 0, got {gamma!r}.")
+    columns = [c for c in (score, embedding if needs_embedding else None, by, cutoff_score) if c is not None]
+    require_columns(ds, *columns)
+
+    scores = _scores(ds, score, higher_is_harder, "score") if score is not None else None
+    cutoff = None
+    if hard_cutoff > 0:
+        cutoff_column = cutoff_score or score
+        if cutoff_column is None:
+            raise InvalidParameterError("hard_cutoff > 0 needs cutoff_score=<column> (or score=<column>).")
+        cutoff = _scores(ds, cutoff_column, higher_is_harder, "cutoff_score")
+    labels = _label_array(ds, by) if by is not None else None
+    X = embedding_matrix(ds, embedding) if needs_embedding else None
+    record: dict = {}
+
+    if method == "d2":
+        if n < 2:
+            raise InvalidParameterError("D2 needs at least 2 rows (a kNN graph); the dataset has 1. Use method='topk'.")
+        if labels is None and k >= n:
+            raise InvalidParameterError(f"k={k} must be smaller than the number of rows ({n}); use k <= {n - 1}.")
+        result = d2_order(
+            scores, X, k=k, gamma_forward=float(gamma_forward), gamma_reverse=float(gamma_reverse), graph=graph,
+            squared=squared, labels=labels, hard_cutoff=hard_cutoff,
+            cutoff_scores=None if cutoff is None else -cutoff, budget=budget, index=index, seed=seed,
+        )
+        return {"d2_rank": result.ranks, "d2_score": result.forward_scores}, record
+
+    from .selection import baselines
+
+    if method == "random":
+        selection = baselines.random_order(n, seed=seed)
+    elif method in ("topk", "easiest"):
+        selection = baselines.topk_order(scores, hardest=method == "topk")
+    elif method == "ccs":
+        selection = baselines.ccs_order(scores, cutoff_scores=None if cutoff is None else -cutoff,
+                                        hard_cutoff=hard_cutoff, n_bins=check_positive_int(n_bins, "n_bins"), seed=seed)
+    elif method == "moderate":
+        label_column = label or by or ("label" if "label" in ds.column_names else None)
+        classes = _label_array(ds, label_column) if label_column is not None else np.zeros(n, np.int64)
+        record["label"] = label_column
+        selection = baselines.moderate_order(X, classes)
+    else:  # kcenter
+        selection = baselines.kcenter_order(X, budget=budget, seed=seed)
+    ranks = selection.ranks
+    if budget is not None and method != "kcenter":
+        ranks = np.where(ranks < budget, ranks, -1)
+    return {f"{method}_rank": ranks}, record

@@ -1,0 +1,77 @@
+"""The hf-d2prune command line on real packaged data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+
+from hf_d2prune.cli import main
+
+
+@pytest.fixture()
+def sms_csv(tmp_path, sms):
+    path = tmp_path / "sms.csv"
+    sms.select(range(80)).to_csv(str(path), index=False)
+    return path
+
+
+def test_help_lists_commands_and_examples():
+    out = subprocess.run([sys.executable, "-m", "hf_d2prune.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for word in ("run", "embed", "select", "examples:", "hf-d2prune run sms_spam --keep 0.3"):
+        assert word in out
+    run_help = subprocess.run([sys.executable, "-m", "hf_d2prune.cli", "run", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--gamma-forward" in run_help and "--keep" in run_help and "--hard-cutoff" in run_help
+
+
+def test_run_on_a_csv_file(tmp_path, sms_csv, capsys):
+    out_dir = tmp_path / "coreset"
+    scored_dir = tmp_path / "scored"
+    assert main(["run", str(sms_csv), "--column", "text", "--keep", "0.25", "--k", "5",
+                 "--out", str(out_dir), "--save-scored", str(scored_dir)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    small = datasets.load_from_disk(str(out_dir))
+    scored = datasets.load_from_disk(str(scored_dir))
+    assert len(small) == summary["kept_rows"] == 20
+    assert {"text", "label", "embedding", "prototype_distance", "d2_rank", "d2_score"} <= set(scored.column_names)
+    ranks = np.asarray(scored["d2_rank"])
+    assert small["text"] == [t for t, r in zip(scored["text"], ranks) if 0 <= r < 20]
+    assert sum(int(v.split("/")[0]) for v in summary["kept_per_class"].values()) == 20
+
+
+def test_embed_then_select(tmp_path, sms_csv):
+    emb = tmp_path / "emb"
+    ranked = tmp_path / "ranked"
+    assert main(["embed", str(sms_csv), "--column", "text", "--out", str(emb)]) == 0
+    assert main(["select", str(emb), "--method", "kcenter", "--out", str(ranked)]) == 0
+    ds = datasets.load_from_disk(str(ranked))
+    assert sorted(ds["kcenter_rank"]) == list(range(80))
+
+
+def test_library_errors_exit_with_status_2(tmp_path, sms_csv, capsys):
+    assert main(["embed", str(sms_csv), "--column", "txt", "--out", str(tmp_path / "x")]) == 2
+    assert "column 'txt' not found; available: text, label" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_output_survives_a_failed_run(tmp_path, sms_csv):
+    out_dir = tmp_path / "out"
+    assert main(["embed", str(sms_csv), "--column", "text", "--out", str(out_dir)]) == 0
+    before = sorted(p.name for p in out_dir.iterdir())
+    assert main(["run", str(out_dir), "--keep", "2.5", "--out", str(out_dir)]) == 2  # 2.5 rows: invalid
+    assert sorted(p.name for p in out_dir.iterdir()) == before
+    assert len(datasets.load_from_disk(str(out_dir))) == 80
+
+
+@pytest.mark.slow
+def test_main_job_on_the_builtin_dataset(tmp_path, capsys):
+    """The README's main job: the whole SMS spam collection, offline."""
+    out_dir = tmp_path / "sms-d2-30"
+    assert main(["run", "sms_spam", "--keep", "0.3", "--out", str(out_dir)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["source_rows"] == 4862 and summary["kept_rows"] == 1459
+    assert len(datasets.load_from_disk(str(out_dir))) == 1459
