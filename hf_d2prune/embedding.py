@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -164,6 +164,7 @@ def _hash_directory(path: Path) -> str:
 
 
 def _hash_module(module: Any) -> str:
+    import torch
     import xxhash
 
     h = xxhash.xxh64()
@@ -172,7 +173,7 @@ def _hash_module(module: Any) -> str:
         h.update(key.encode())
         h.update(str(tuple(tensor.shape)).encode())
         h.update(str(tensor.dtype).encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -484,12 +485,3 @@ def _image_encoder(model: Any, identity: str, details: dict, *, batch_size: int,
 
     details = {**details, "dim": dim}
     return Encoder(identity, details["model"], dim, _normalized(encode, normalize), details)
-
-
-def validate_values(values: Sequence, kind: str, column: str) -> None:
-    """Check the first non-null value of a column matches its kind (cheap, before loading models)."""
-    first = next((v for v in values if v is not None), None)
-    if first is None:
-        return
-    if kind == "text" and not isinstance(first, str):
-        raise ColumnTypeError(f"column '{column}' holds {type(first).__name__} values; text embedding needs strings.")

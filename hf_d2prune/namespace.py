@@ -89,7 +89,7 @@ class D2Accessor:
         trust_remote_code: bool = False,
         image_transform: Optional[Callable] = None,
         model_fingerprint: Optional[str] = None,
-        map_batch_size: int = 1024,
+        map_batch_size: Optional[int] = None,
         load_from_cache_file: Optional[bool] = None,
         cache_file_name: Optional[str] = None,
     ):
@@ -115,13 +115,15 @@ class D2Accessor:
             batch_size: rows per forward pass of the model.
             normalize: L2-normalise each vector (cosine geometry; recommended for text).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: a GPU if present.
-            num_proc: processes for ``Dataset.map`` (each loads its own copy of the model).
+            num_proc: CPU processes for ``Dataset.map``; each runs one torch thread on a copy of
+                the model (set it to the number of cores). Not for GPUs.
             revision: model revision (branch, tag or commit) for Hub models.
             trust_remote_code: allow custom model code from the Hub (off unless you ask).
             image_transform: for a ``torch.nn.Module``: maps a list of images to the batch tensor.
             model_fingerprint: a string identifying the model, for callables that cannot be hashed.
-            map_batch_size: rows handed to the model per ``map`` batch (sorting by length and
-                batching happen inside it).
+            map_batch_size: rows handed to the encoder per ``map`` batch, i.e. per progress-bar step
+                and per write (default: 1024 for text, where sentence-transformers sorts by length
+                inside it; ``4 * batch_size`` for images).
             load_from_cache_file: as in ``Dataset.map`` (default: use the cache when enabled).
             cache_file_name: as in ``Dataset.map``, to cache an in-memory dataset's result.
 
@@ -150,9 +152,13 @@ class D2Accessor:
         ds = self._ds
         require_columns(ds, column)
         batch_size = check_positive_int(batch_size, "batch_size")
-        map_batch_size = check_positive_int(map_batch_size, "map_batch_size")
         if num_proc is not None:
             num_proc = check_positive_int(num_proc, "num_proc")
+            if num_proc > 1 and device is not None and str(device).startswith("cuda"):
+                raise InvalidParameterError(
+                    "num_proc > 1 runs forked CPU workers; for GPUs run one process per device with "
+                    "`accelerate launch` instead, or leave num_proc=None."
+                )
         if not isinstance(output_column, str) or not output_column:
             raise InvalidParameterError(f"output_column must be a non-empty string, got {output_column!r}.")
         if output_column == column:
@@ -162,8 +168,9 @@ class D2Accessor:
         if len(ds) == 0:
             raise InvalidValuesError(f"the dataset is empty: nothing to embed in column '{column}'.")
         kind = "custom" if _is_plain_callable(model) else column_kind(ds.features[column], column)
-        if kind == "text":
-            _check_text_column(ds, column)
+        if map_batch_size is None:
+            map_batch_size = 4 * batch_size if kind == "image" else 1024
+        map_batch_size = check_positive_int(map_batch_size, "map_batch_size")
         if kind == "image" and ds.features[column].__class__.__name__ == "Image":
             _check_no_missing(ds, column)
 
@@ -191,7 +198,13 @@ class D2Accessor:
             features = ds.features.copy()
             features[output_column] = datasets.Sequence(datasets.Value("float32"), length=encoder.dim)
 
-        def embed_batch(values: list) -> dict:
+        def embed_batch(values: list, rank: Optional[int] = None) -> dict:
+            if rank is not None:
+                # A forked worker must not use the OpenMP pool its parent may have started
+                # (GNU OpenMP is not fork-safe and hangs); one thread per process instead.
+                import torch
+
+                torch.set_num_threads(1)
             return {output_column: encoder(values)}
 
         source = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
@@ -199,6 +212,7 @@ class D2Accessor:
             embed_batch,
             input_columns=column,
             batched=True,
+            with_rank=num_proc is not None and num_proc > 1,
             batch_size=map_batch_size,
             features=features,
             num_proc=num_proc,
@@ -483,15 +497,6 @@ def _hash_or_name(obj: Any) -> str:
         return Hasher.hash(obj)
     except Exception:  # unpicklable transform: fall back to its qualified name
         return f"{type(obj).__module__}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-
-
-def _check_text_column(ds: Any, column: str) -> None:
-    # A string-typed column can still be all None; that is fine ("" embeddings), documented.
-    feature = ds.features[column]
-    if getattr(feature, "dtype", None) not in ("string", "large_string"):
-        from .errors import ColumnTypeError
-
-        raise ColumnTypeError(f"column '{column}' is not a text column ({feature}).")
 
 
 def _check_no_missing(ds: Any, column: str) -> None:

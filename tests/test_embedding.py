@@ -233,3 +233,10 @@ def test_missing_image_is_reported_before_the_model_loads(guard_model_loading):
                                     features=datasets.Features({"image": datasets.Image()}))
     with pytest.raises(ColumnTypeError, match=r"no image in 1 row \(first: 1\)"):
         ds.d2.embed("image")
+
+
+def test_num_proc_gives_the_same_embeddings(sms):
+    ds = sms.select(range(48))
+    single = ds.d2.embed("text").d2.embeddings()
+    multi = ds.d2.embed("text", num_proc=2, map_batch_size=12).d2.embeddings()
+    np.testing.assert_allclose(multi, single, atol=1e-5)
