@@ -22,7 +22,9 @@ examples:
   hf-d2prune run sms_spam --keep 0.3 --out out/sms-d2-30
   hf-d2prune embed 20newsgroups --column text --out out/news-embedded
   hf-d2prune select out/news-embedded --score prototype_distance --method d2 --out out/news-ranked
-  hf-d2prune run imdb --text-column text --label-column label --keep 0.5 --out out/imdb-50
+  hf-d2prune run imdb --text-column text --label-column label --keep 0.5 --out out/imdb-50 \\
+      --hub-dir out/imdb-50-hub --license other
+  hf-d2prune card out/sms-d2-30 --full out/sms-scored --out out/card/README.md
 
 Every command writes with Dataset.save_to_disk to a temporary folder first and moves it into
 place when complete, so an interrupted run never leaves a half-written --out.
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save the full dataset with embedding, score and rank columns to this folder")
     _add_embed_options(p, required_column=False)
     _add_select_options(p)
+    _add_hub_options(p)
 
     p = sub.add_parser("embed", help="add an embedding column and save the dataset",
                        description="Add an embedding column computed from a text or image column.",
@@ -112,7 +115,58 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(p)
     p.add_argument("--embedding-column", default="embedding", help="embedding column")
     _add_select_options(p)
+
+    p = sub.add_parser("card", help="write the dataset card (and plots) of a pruned dataset",
+                       description="Generate README.md for a dataset pruned with hf-d2prune (a save_to_disk folder) "
+                                   "from the provenance it carries; --full adds retention, budgets and plots.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dataset", help="folder written by 'hf-d2prune run --out' (or Dataset.save_to_disk) of the pruned dataset")
+    p.add_argument("--full", default=None, help="folder of the full ranked dataset ('run --save-scored')")
+    p.add_argument("--out", default="README.md", help="card path; plots go to plots/ beside it")
+    p.add_argument("--license", default=None, help="Hub license id (default: the dataset's own, if recorded)")
+    p.add_argument("--source", default=None, help="source dataset id on the Hub (or a built-in name)")
     return parser
+
+
+def _add_hub_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Hugging Face Hub")
+    g.add_argument("--hub-dir", default=None,
+                   help="also write the Hub repo layout (parquet under data/, README.md card, plots/) to this folder")
+    g.add_argument("--push-to-hub", default=None, metavar="REPO", help="push the coreset and its card to this dataset repo")
+    g.add_argument("--license", default=None, help="Hub license id for the card (default: the source's, if recorded)")
+    g.add_argument("--private", action="store_true", help="create the Hub repo private")
+    g.add_argument("--include-scores", action="store_true", help="keep embedding/score/rank columns in the uploaded data")
+    g.add_argument("--scores-config", action="store_true", help="also upload the full scored dataset as config 'scores'")
+
+
+def _publish(args: argparse.Namespace, ranked, small) -> None:
+    from .hub import push_to_hub, save_for_hub
+
+    options = dict(full=ranked, license=args.license, source=args.dataset, source_revision=args.revision,
+                   include_scores=args.include_scores, scores_config=args.scores_config)
+    if args.hub_dir:
+        out = save_for_hub(small, args.hub_dir, **options)
+        print(f"Hub layout -> {out} (card: {out / 'README.md'})")
+    if args.push_to_hub:
+        info = push_to_hub(small, args.push_to_hub, private=args.private or None, **options)
+        print(f"pushed -> {getattr(info, 'commit_url', args.push_to_hub)}")
+
+
+def _card(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import datasets
+
+    from .card import build_card
+
+    small = datasets.load_from_disk(args.dataset)
+    full = datasets.load_from_disk(args.full) if args.full else None
+    out = Path(args.out)
+    card = build_card(small, full=full, license=args.license, source=args.source,
+                      plots_dir=out.parent / "plots" if full is not None else None)
+    card.save(out)
+    print(f"card -> {out}")
+    return 0
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -165,7 +219,13 @@ def _parse_keep(value: float):
 def _run(args: argparse.Namespace) -> int:
     from .io import load_any, save_atomic
 
+    if args.command == "card":
+        return _card(args)
     keep = _parse_keep(args.keep) if args.command == "run" else None
+    if getattr(args, "push_to_hub", None):
+        from .hub import check_repo_id
+
+        check_repo_id(args.push_to_hub)  # fail before any embedding
     ds = load_any(args.dataset, split=args.split, config=args.config, revision=args.revision)
     if args.command in ("run", "embed") and (args.command == "embed" or args.embedding_column not in ds.column_names):
         column = _default_column(ds, args.column, ["text", "image", "img", "sentence"], "column")
@@ -186,6 +246,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.save_scored:
         save_atomic(ds, args.save_scored)
     save_atomic(small, args.out)
+    if args.hub_dir or args.push_to_hub:
+        _publish(args, ds, small)
     summary = {"source_rows": len(ds), "kept_rows": len(small), "method": method, "out": str(args.out)}
     label = _default_column(ds, args.label_column, ["label", "labels"], "label")
     if label is not None:

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidValuesError",
     "ModelNotFoundError",
     "NamespaceConflictError",
+    "OutputExistsError",
 ]
 
 
@@ -45,3 +46,7 @@ class ModelNotFoundError(D2PruneError, OSError):
 
 class NamespaceConflictError(D2PruneError, AttributeError):
     """Another package already registered an attribute under the accessor's name."""
+
+
+class OutputExistsError(D2PruneError, FileExistsError):
+    """The output folder exists and is not empty, and ``overwrite=True`` was not given."""

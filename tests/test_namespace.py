@@ -53,3 +53,12 @@ def test_provenance_keeps_user_description_and_replaces_repeated_steps():
     assert [s["step"] for s in read_provenance(c)] == ["embed", "coreset"]
     assert c.info.description.startswith("My data.")
     assert read_provenance(a)[0]["library_version"] == hf_d2prune.__version__
+
+
+@pytest.mark.parametrize("name", ["card", "save_for_hub", "push_to_hub"])
+def test_publishing_is_per_split_only(name):
+    from hf_d2prune.errors import InvalidParameterError
+
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"x": [1]})})
+    with pytest.raises(InvalidParameterError, match=rf"dd\['train'\]\.d2\.{name}"):
+        getattr(dd.d2, name)("me/repo")
