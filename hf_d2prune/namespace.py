@@ -276,6 +276,80 @@ class D2Accessor:
         out = _add_columns(ds, {output_column: values}, ("hf_d2prune.score", name, params, output_column))
         return with_step(out, {"step": "score", "output": output_column, "score": name, **params})
 
+    # ------------------------------------------------------------------ training dynamics
+    def train_dynamics(
+        self,
+        model: Any,
+        *,
+        label: str = "label",
+        inputs: Optional[str] = None,
+        epochs: int = 10,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        optimizer: Any = None,
+        scores: Any = ("forgetting", "aum", "el2n", "entropy"),
+        subset: Optional[float] = None,
+        stratify: bool = True,
+        seed: int = 0,
+        shuffle: bool = True,
+        accelerator: Any = None,
+        collate_fn: Optional[Callable] = None,
+        tokenizer: Any = None,
+        processor: Any = None,
+        max_length: Optional[int] = None,
+        eval_pass: bool = False,
+        progress: bool = True,
+        **score_options: Any,
+    ):
+        """Train ``model`` with Accelerate and add one float32 column per training-dynamics score.
+
+        Per-example dynamics are recorded online from the training forward passes (row ids travel
+        through shuffling and across processes), keeping O(n) state per score — O(n × window)
+        for Dynamic Uncertainty and TDDS — never the full history. Every column follows the
+        library's convention, higher = harder: ``forgetting`` (Toneva et al. 2019), ``aum`` (stored
+        as −AUM, Pleiss et al. 2020), ``el2n`` and ``grand`` (Paul et al. 2021), ``entropy``,
+        ``least_confidence``, ``margin``, ``loss``, cartography ``confidence`` / ``variability`` /
+        ``correctness`` (Swayamdipta et al. 2020), ``dynamic_uncertainty`` (He et al. 2023),
+        ``tdds`` (Zhang et al. 2024). See :mod:`hf_d2prune.dynamics` for formulas and state.
+
+        Args:
+            model: a transformers ``AutoModelFor{Sequence,Image}Classification`` (with
+                ``tokenizer`` / ``processor``), or any ``torch.nn.Module`` returning logits (with
+                ``collate_fn``, or fed a vector column such as ``embedding`` via ``inputs``).
+                Trained in place.
+            label: class column (ClassLabel or integer ids).
+            inputs: the input column (default: the text/image column the model needs).
+            epochs, batch_size, lr, optimizer: the training run (``batch_size`` is global across
+                processes; ``optimizer`` defaults to AdamW(lr)).
+            scores: which scores to compute (``hf_d2prune.dynamics.KNOWN_SCORES``).
+            subset: train on a seeded (``stratify``: class-balanced) fraction of the rows only;
+                other rows get NaN and ``<score>_measured = False``, for ``ds.d2.extrapolate``.
+            seed: seeds the subset, the shuffling and the model's training.
+            accelerator: an ``accelerate.Accelerator`` to use (default: one is made).
+            eval_pass: also run an eval-mode pass over the training rows each epoch and record
+                from it (the authors' setting for EL2N / Dynamic Uncertainty) instead of the
+                training forward passes.
+            **score_options: ``du_window``, ``tdds_window``, ``tdds_decay``, ``el2n_epochs``,
+                ``grand_epochs``, ...
+
+        Returns:
+            A new dataset with one column per score (and ``<score>_measured`` with ``subset``).
+
+        Example:
+            >>> ds = ds.d2.embed("text")                                              # doctest: +SKIP
+            >>> head = torch.nn.Linear(384, 2)                                        # doctest: +SKIP
+            >>> ds = ds.d2.train_dynamics(head, inputs="embedding", epochs=15,        # doctest: +SKIP
+            ...                           scores=["aum", "forgetting", "tdds"])
+        """
+        from .dynamics.api import train_dynamics
+
+        return train_dynamics(
+            self._ds, model, label=label, inputs=inputs, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer, scores=scores, subset=subset, stratify=stratify, seed=seed, shuffle=shuffle,
+            accelerator=accelerator, collate_fn=collate_fn, tokenizer=tokenizer, processor=processor,
+            max_length=max_length, eval_pass=eval_pass, progress=progress, **score_options,
+        )
+
     # ------------------------------------------------------------------ selection
     def coreset(
         self,

@@ -1,0 +1,472 @@
+"""Online accumulators of training-dynamics scores: per-row state, fed one batch at a time.
+
+Each score family is one small class holding only the per-row state its definition needs
+(O(n) or O(n × window), never O(n × epochs × classes)). Every *stored* score follows the
+library convention **higher = harder / more important**; where a paper's natural quantity
+runs the other way the class says how it is mapped. Rows that were never presented (or not
+often enough for a windowed score) get NaN.
+
+Time is counted per row: a row's k-th *presentation* is the k-th batch it appeared in, and a
+row is presented at most once per epoch (the recorder checks this), so "epoch" and
+"presentation" coincide for every row that is seen each epoch.
+
+Notation: z = logits, p = softmax(z), y = label, C = classes, T = presentations of a row.
+"""
+
+from __future__ import annotations
+
+import abc
+from functools import cached_property
+from typing import Any, ClassVar, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+
+__all__ = [
+    "Batch",
+    "ScoreFamily",
+    "Forgetting",
+    "AreaUnderMargin",
+    "EL2N",
+    "GraNd",
+    "FinalPrediction",
+    "Cartography",
+    "DynamicUncertainty",
+    "TDDS",
+    "FAMILIES",
+]
+
+_TDDS_EPS = 1e-8  # inside the log, as in the TDDS authors' code
+
+
+class Batch:
+    """One batch of dynamics: row ids, logits, labels, epoch and (optionally) penultimate features.
+
+    Derived quantities (probabilities, margins, ...) are computed once, in float64, and shared
+    by every accumulator fed this batch.
+    """
+
+    def __init__(self, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray, epoch: int,
+                 features: Optional[np.ndarray] = None):
+        self.rows = rows
+        self.logits = logits
+        self.labels = labels
+        self.epoch = epoch
+        self.features = features
+        self._arange = np.arange(len(rows))
+
+    @cached_property
+    def log_probs(self) -> np.ndarray:
+        shifted = self.logits - self.logits.max(axis=1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        return np.exp(self.log_probs)
+
+    @cached_property
+    def p_true(self) -> np.ndarray:
+        return self.probs[self._arange, self.labels]
+
+    @cached_property
+    def correct(self) -> np.ndarray:
+        return self.logits.argmax(axis=1) == self.labels
+
+    @cached_property
+    def logit_margin(self) -> np.ndarray:
+        """z_y − max_{c≠y} z_c."""
+        others = self.logits.copy()
+        others[self._arange, self.labels] = -np.inf
+        return self.logits[self._arange, self.labels] - others.max(axis=1)
+
+    @cached_property
+    def error_norm(self) -> np.ndarray:
+        """‖p − onehot(y)‖₂."""
+        diff = self.probs.copy()
+        diff[self._arange, self.labels] -= 1.0
+        return np.sqrt((diff * diff).sum(axis=1))
+
+
+def _nan_where(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    out = values.astype(np.float32)
+    out[missing] = np.nan
+    return out
+
+
+class ScoreFamily(abc.ABC):
+    """Base class: one family of scores sharing per-row state.
+
+    Subclasses set ``SCORES`` (names they can produce), ``OPTIONS`` (option name → default) and
+    implement :meth:`update` and :meth:`results`.
+    """
+
+    SCORES: ClassVar[tuple[str, ...]] = ()
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+    needs_features: ClassVar[bool] = False
+
+    def __init__(self, n_rows: int, num_classes: int, names: Sequence[str], **options: Any):
+        self.n_rows = n_rows
+        self.num_classes = num_classes
+        self.names = tuple(names)
+        self.options = {**self.OPTIONS, **options}
+
+    @classmethod
+    def min_presentations(cls, options: dict) -> int:
+        """Presentations (epochs) a row needs before this family can score it."""
+        return 1
+
+    @abc.abstractmethod
+    def update(self, batch: Batch) -> None:
+        """Fold one batch of predictions into the per-row state."""
+
+    @abc.abstractmethod
+    def results(self) -> dict[str, np.ndarray]:
+        """Score name -> float32 ``(n_rows,)`` (higher = harder; NaN for rows not seen enough)."""
+
+    def state_arrays(self) -> list[np.ndarray]:
+        """Every per-row array this family keeps (for memory accounting)."""
+        return [v for v in vars(self).values() if isinstance(v, np.ndarray)]
+
+
+class Forgetting(ScoreFamily):
+    """Forgetting events (Toneva et al., ICLR 2019, "An empirical study of example forgetting").
+
+    A forgetting event is a presentation where the row is misclassified after having been
+    classified correctly at its previous presentation. Stored ``forgetting`` = number of events;
+    a row never classified correctly gets its number of presentations (more than any learnt row
+    can have, so it ranks hardest, as the authors treat unlearned rows). Natural direction:
+    high = hard/keep, stored as is.
+
+    State per row: previous correctness (bool), ever learned (bool), events and presentations (int32).
+    """
+
+    SCORES = ("forgetting",)
+
+    def __init__(self, n_rows, num_classes, names, **options):
+        super().__init__(n_rows, num_classes, names, **options)
+        self.previous = np.zeros(n_rows, dtype=bool)
+        self.learned = np.zeros(n_rows, dtype=bool)
+        self.events = np.zeros(n_rows, dtype=np.int32)
+        self.seen = np.zeros(n_rows, dtype=np.int32)
+
+    def update(self, batch):
+        rows, correct = batch.rows, batch.correct
+        self.events[rows] += self.previous[rows] & ~correct
+        self.previous[rows] = correct
+        self.learned[rows] |= correct
+        self.seen[rows] += 1
+
+    def results(self):
+        values = np.where(self.learned, self.events, self.seen)
+        return {"forgetting": _nan_where(values, self.seen == 0)}
+
+
+class AreaUnderMargin(ScoreFamily):
+    """Area Under the Margin (Pleiss et al., NeurIPS 2020).
+
+    AUM = mean over presentations of the logit margin z_y − max_{c≠y} z_c. Low (negative) AUM
+    flags likely-mislabelled rows, so the stored ``aum`` is **−AUM** (higher = harder).
+
+    State per row: margin sum (float64), presentations (int32).
+    """
+
+    SCORES = ("aum",)
+
+    def __init__(self, n_rows, num_classes, names, **options):
+        super().__init__(n_rows, num_classes, names, **options)
+        self.total = np.zeros(n_rows, dtype=np.float64)
+        self.seen = np.zeros(n_rows, dtype=np.int32)
+
+    def update(self, batch):
+        self.total[batch.rows] += batch.logit_margin
+        self.seen[batch.rows] += 1
+
+    def results(self):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"aum": _nan_where(-self.total / self.seen, self.seen == 0)}
+
+
+def _epoch_set(value: Any, option: str) -> "int | frozenset[int]":
+    """``int k`` → the first k epochs; a sequence → those 0-based epochs."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value < 1:
+            raise InvalidParameterError(f"{option} must be >= 1 (the first k epochs) or a list of epochs, got {value}.")
+        return int(value)
+    try:
+        epochs = frozenset(int(e) for e in value)
+    except TypeError:
+        raise InvalidParameterError(f"{option} must be an int k (the first k epochs) or a list of 0-based epochs, got {value!r}.") from None
+    if not epochs or min(epochs) < 0:
+        raise InvalidParameterError(f"{option} must list at least one epoch, all >= 0; got {sorted(epochs)}.")
+    return epochs
+
+
+class _EpochAverage(ScoreFamily):
+    """A per-row quantity averaged over the presentations that fall in chosen epochs."""
+
+    _option: ClassVar[str]
+
+    def __init__(self, n_rows, num_classes, names, **options):
+        super().__init__(n_rows, num_classes, names, **options)
+        self._epochs = _epoch_set(self.options[self._option], self._option)
+        self.total = np.zeros(n_rows, dtype=np.float64)
+        self.seen = np.zeros(n_rows, dtype=np.int32)
+
+    def _selected(self, epoch: int) -> bool:
+        return epoch < self._epochs if isinstance(self._epochs, int) else epoch in self._epochs
+
+    @abc.abstractmethod
+    def _value(self, batch: Batch) -> np.ndarray:
+        """The per-row quantity averaged over the selected epochs."""
+
+    def update(self, batch):
+        if self._selected(batch.epoch):
+            self.total[batch.rows] += self._value(batch)
+            self.seen[batch.rows] += 1
+
+    def results(self):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {self.SCORES[0]: _nan_where(self.total / self.seen, self.seen == 0)}
+
+
+class EL2N(_EpochAverage):
+    """Error L2-norm (Paul et al., NeurIPS 2021, "Deep learning on a data diet").
+
+    EL2N = ‖p − onehot(y)‖₂, averaged over the epochs chosen by ``el2n_epochs`` (default 10: the
+    first 10 epochs, as Coverage-centric selection sums it; an int k means epochs 0..k−1, a list
+    names 0-based epochs, e.g. ``[19]`` for the paper's single early epoch). High = hard, stored
+    as is.
+
+    State per row: sum (float64), count (int32).
+    """
+
+    SCORES = ("el2n",)
+    OPTIONS = {"el2n_epochs": 10}
+    _option = "el2n_epochs"
+
+    def _value(self, batch):
+        return batch.error_norm
+
+
+class GraNd(_EpochAverage):
+    """Gradient norm (Paul et al., NeurIPS 2021), restricted to the last layer as DeepCore does.
+
+    For softmax cross-entropy on a last layer z = W h + b, the per-example gradient is
+    ∇_W = (p − y) hᵀ, ∇_b = p − y, so ‖∇_{W,b}‖₂ = ‖p − y‖₂ · sqrt(‖h‖² + 1) (drop the +1 with
+    ``grand_bias=False`` when the layer has no bias). Needs the penultimate features h.
+    Averaged over the epochs chosen by ``grand_epochs`` (default 1: the first epoch, nearest to
+    initialisation as in the paper). High = hard, stored as is.
+
+    State per row: sum (float64), count (int32).
+    """
+
+    SCORES = ("grand",)
+    OPTIONS = {"grand_epochs": 1, "grand_bias": True}
+    needs_features = True
+    _option = "grand_epochs"
+
+    def _value(self, batch):
+        if batch.features is None:
+            raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update().")
+        h = batch.features.reshape(len(batch.rows), -1)
+        squared = (h * h).sum(axis=1) + (1.0 if self.options["grand_bias"] else 0.0)
+        return batch.error_norm * np.sqrt(squared)
+
+
+class FinalPrediction(ScoreFamily):
+    """Uncertainty of each row's last prediction (its final presentation).
+
+    - ``entropy``: H(p) = −Σ_c p_c log p_c. Stored as is.
+    - ``least_confidence``: 1 − max_c p_c. Stored as is.
+    - ``margin``: natural quantity p₍₁₎ − p₍₂₎ (top-two probability gap; low = uncertain); stored
+      as **1 − (p₍₁₎ − p₍₂₎)** so that higher = more uncertain.
+    - ``loss``: cross-entropy −log p_y. Stored as is.
+
+    State per row: one float32 per requested score.
+    """
+
+    SCORES = ("entropy", "least_confidence", "margin", "loss")
+
+    def __init__(self, n_rows, num_classes, names, **options):
+        super().__init__(n_rows, num_classes, names, **options)
+        self.last = {name: np.full(n_rows, np.nan, dtype=np.float32) for name in self.names}
+
+    def _value(self, name: str, batch: Batch) -> np.ndarray:
+        if name == "entropy":
+            return -(batch.probs * batch.log_probs).sum(axis=1)
+        if name == "least_confidence":
+            return 1.0 - batch.probs.max(axis=1)
+        if name == "margin":
+            top2 = np.partition(batch.probs, -2, axis=1)[:, -2:] if self.num_classes > 1 else np.ones((len(batch.rows), 2))
+            return 1.0 - (top2[:, 1] - top2[:, 0])
+        return -batch.log_probs[batch._arange, batch.labels]
+
+    def update(self, batch):
+        for name, values in self.last.items():
+            values[batch.rows] = self._value(name, batch)
+
+    def results(self):
+        return {name: values.copy() for name, values in self.last.items()}
+
+    def state_arrays(self):
+        return list(self.last.values())
+
+
+class Cartography(ScoreFamily):
+    """Dataset cartography (Swayamdipta et al., EMNLP 2020).
+
+    Over a row's presentations: confidence = mean p_y, variability = std p_y (population std,
+    ddof=0, as the authors' ``np.std``), correctness = fraction of presentations predicted
+    correctly. Hard-to-learn rows have low confidence and low correctness, so the stored
+    ``confidence`` is **1 − mean p_y** and ``correctness`` is **1 − fraction correct**;
+    ``variability`` (high = ambiguous) is stored as is.
+
+    State per row: sum and sum of squares of p_y (float64), correct count and presentations (int32).
+    """
+
+    SCORES = ("confidence", "variability", "correctness")
+
+    def __init__(self, n_rows, num_classes, names, **options):
+        super().__init__(n_rows, num_classes, names, **options)
+        self.total = np.zeros(n_rows, dtype=np.float64)
+        self.total_sq = np.zeros(n_rows, dtype=np.float64)
+        self.hits = np.zeros(n_rows, dtype=np.int32)
+        self.seen = np.zeros(n_rows, dtype=np.int32)
+
+    def update(self, batch):
+        rows, p = batch.rows, batch.p_true
+        self.total[rows] += p
+        self.total_sq[rows] += p * p
+        self.hits[rows] += batch.correct
+        self.seen[rows] += 1
+
+    def results(self):
+        missing = self.seen == 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.total / self.seen
+            variance = np.maximum(self.total_sq / self.seen - mean * mean, 0.0)
+            out = {
+                "confidence": 1.0 - mean,
+                "variability": np.sqrt(variance),
+                "correctness": 1.0 - self.hits / self.seen,
+            }
+        return {name: _nan_where(out[name], missing) for name in self.names}
+
+
+def _window_option(options: dict, name: str, minimum: int = 2) -> int:
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+class DynamicUncertainty(ScoreFamily):
+    """Dynamic Uncertainty (He et al., CVPR 2024 / arXiv 2306.05175).
+
+    With P_k = p_y at presentation k (k = 0..T−1) and window J (``du_window``, default 10):
+    U_k = unbiased std (ddof=1) of P_k..P_{k+J−1}, and DU = mean of U_k over k = 0..T−J−1 —
+    T − J windows, as in the paper's formula and its reference implementations, so the window
+    ending at the final presentation is not used and a row needs T ≥ J + 1 presentations.
+    High = uncertain = keep, stored as is.
+
+    State per row: the last J values of p_y (float32 ring), the sum of finished windows and the
+    newest window's std (float64), presentations (int32).
+    """
+
+    SCORES = ("dynamic_uncertainty",)
+    OPTIONS = {"du_window": 10}
+
+    @classmethod
+    def min_presentations(cls, options):
+        return _window_option({**cls.OPTIONS, **options}, "du_window") + 1
+
+    def __init__(self, n_rows, num_classes, names, **options):
+        super().__init__(n_rows, num_classes, names, **options)
+        self.window = _window_option(self.options, "du_window")
+        self.ring = np.zeros((n_rows, self.window), dtype=np.float32)
+        self.committed = np.zeros(n_rows, dtype=np.float64)
+        self.pending = np.zeros(n_rows, dtype=np.float64)
+        self.seen = np.zeros(n_rows, dtype=np.int32)
+
+    def update(self, batch):
+        rows, J = batch.rows, self.window
+        seen = self.seen[rows]
+        self.ring[rows, seen % J] = batch.p_true
+        seen = seen + 1
+        self.seen[rows] = seen
+        full = seen >= J
+        if full.any():
+            done = rows[full]
+            # The window that was newest until now is not the last one any more: count it.
+            older = seen[full] > J
+            self.committed[done[older]] += self.pending[done[older]]
+            self.pending[done] = self.ring[done].astype(np.float64).std(axis=1, ddof=1)
+
+    def results(self):
+        windows = self.seen - self.window
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = self.committed / windows
+        return {"dynamic_uncertainty": _nan_where(values, windows < 1)}
+
+
+class TDDS(ScoreFamily):
+    """Temporal Dual-Depth Scoring (Zhang et al., CVPR 2024, "Spanning training progress").
+
+    Step term between consecutive presentations: d_t = Σ_c |p_{t+1,c} (log p_{t+1,c} − log p_{t,c})|
+    (logs of p + 1e-8, as the authors' code). For each window of W consecutive presentations
+    (``tdds_window``, default 10) with its W − 1 step terms: v = ‖d − mean(d)‖₂. The score is the
+    authors' exponential moving average over the windows k = 0..K−1 (K = T − W + 1):
+    S = Σ_k β (1 − β)^(K−1−k) v_k with β = ``tdds_decay`` (default 0.9), i.e. S ← (1 − β)·S + β·v
+    per window, the latest window weighted most. Needs T ≥ W. High = keep, stored as is.
+
+    State per row: the previous p (C float32), the last W − 1 step terms (float32 ring), S
+    (float64) and presentations (int32).
+    """
+
+    SCORES = ("tdds",)
+    OPTIONS = {"tdds_window": 10, "tdds_decay": 0.9}
+
+    @classmethod
+    def min_presentations(cls, options):
+        return _window_option({**cls.OPTIONS, **options}, "tdds_window")
+
+    def __init__(self, n_rows, num_classes, names, **options):
+        super().__init__(n_rows, num_classes, names, **options)
+        self.window = _window_option(self.options, "tdds_window")
+        decay = self.options["tdds_decay"]
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay <= 1.0:
+            raise InvalidParameterError(f"tdds_decay must lie in (0, 1], got {decay!r}.")
+        self.decay = float(decay)
+        self.previous = np.zeros((n_rows, num_classes), dtype=np.float32)
+        self.steps = np.zeros((n_rows, self.window - 1), dtype=np.float32)
+        self.score = np.zeros(n_rows, dtype=np.float64)
+        self.seen = np.zeros(n_rows, dtype=np.int32)
+
+    def update(self, batch):
+        rows, p = batch.rows, batch.probs
+        seen = self.seen[rows]
+        has_previous = seen > 0
+        if has_previous.any():
+            r = rows[has_previous]
+            q = p[has_previous]
+            previous = self.previous[r].astype(np.float64)
+            step = np.abs(q * (np.log(q + _TDDS_EPS) - np.log(previous + _TDDS_EPS))).sum(axis=1)
+            self.steps[r, (seen[has_previous] - 1) % (self.window - 1)] = step
+        self.previous[rows] = p
+        seen = seen + 1
+        self.seen[rows] = seen
+        full = seen >= self.window
+        if full.any():
+            r = rows[full]
+            d = self.steps[r].astype(np.float64)
+            v = np.sqrt(((d - d.mean(axis=1, keepdims=True)) ** 2).sum(axis=1))
+            self.score[r] = (1.0 - self.decay) * self.score[r] + self.decay * v
+
+    def results(self):
+        return {"tdds": _nan_where(self.score, self.seen < self.window)}
+
+
+FAMILIES: tuple[type[ScoreFamily], ...] = (
+    Forgetting, AreaUnderMargin, EL2N, GraNd, FinalPrediction, Cartography, DynamicUncertainty, TDDS,
+)

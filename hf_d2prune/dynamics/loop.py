@@ -1,0 +1,225 @@
+"""The Accelerate training loop that feeds a :class:`DynamicsRecorder`.
+
+Knows nothing of ``datasets``: it trains ``model`` on the rows ``rows`` (ids into ``labels``),
+building each batch with ``make_inputs(row_ids)``, and feeds the recorder with the gathered
+(row ids, logits, labels) of every batch. The dataloader iterates over row ids, so ids travel
+with their examples through shuffling and sharding; ``accelerator.gather_for_metrics`` collects
+every process's rows (dropping the duplicates that even batches add), and every process feeds
+its own recorder with the same data, so each ends with the full scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidParameterError, InvalidValuesError
+from .recorder import DynamicsRecorder
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["fit_and_record", "model_logits", "last_linear", "default_accelerator"]
+
+
+def default_accelerator():
+    """An Accelerator whose ``batch_size`` is the *global* batch, split across processes.
+
+    With ``split_batches=True`` each of P processes gets batch_size / P rows of the same global
+    batch, and DDP averages their mean-loss gradients, i.e. the gradient of the global batch's
+    mean loss: the run matches the single-process one up to float summation order. Under
+    ``torchrun`` on a machine without an accelerator device it asks for CPU processes (gloo),
+    which Accelerate otherwise only does for ``accelerate launch --cpu``.
+    """
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_device
+    return Accelerator(dataloader_config=DataLoaderConfiguration(split_batches=True), cpu=cpu_processes)
+
+
+def model_logits(output: Any) -> torch.Tensor:
+    """The logits of a model's output: a tensor, a mapping with ``"logits"`` or an object with ``.logits``."""
+    if isinstance(output, torch.Tensor):
+        logits = output
+    elif isinstance(output, dict) or hasattr(output, "keys"):
+        if "logits" not in output:
+            raise InvalidValuesError(
+                f"the model returned a mapping without 'logits' (keys: {', '.join(output.keys())}); return the "
+                f"class logits as a tensor, or under 'logits'."
+            )
+        logits = output["logits"]
+    elif hasattr(output, "logits"):
+        logits = output.logits
+    elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        logits = output[0]
+    else:
+        raise InvalidValuesError(
+            f"cannot find logits in the model output of type {type(output).__name__}; the model must return a "
+            f"(batch, classes) tensor, a dict with 'logits' or an object with .logits "
+            f"(e.g. AutoModelForSequenceClassification / AutoModelForImageClassification)."
+        )
+    if logits.ndim != 2:
+        raise InvalidValuesError(
+            f"the model's logits have shape {tuple(logits.shape)}; (batch, classes) is needed — use a "
+            f"classification head (AutoModelFor...Classification) or pool before the last layer."
+        )
+    return logits
+
+
+def call_model(model: torch.nn.Module, inputs: Any) -> Any:
+    """Call ``model`` with a batch: a mapping is passed as keyword arguments, anything else positionally."""
+    if isinstance(inputs, dict) or hasattr(inputs, "keys"):
+        return model(**inputs)
+    return model(inputs)
+
+
+def last_linear(model: torch.nn.Module) -> torch.nn.Linear:
+    """The last ``torch.nn.Linear`` registered in ``model`` (the classification layer for GraNd)."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise InvalidParameterError(
+            "score 'grand' needs a torch.nn.Linear output layer (it uses the last-layer gradient "
+            "norm); this model has none. Drop 'grand' from scores."
+        )
+    return linears[-1]
+
+
+class _EpochPermutation(torch.utils.data.Sampler):
+    """Positions 0..n−1, in a permutation fixed by (seed, epoch) — the same on every process."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _FeatureTap:
+    """Forward hook keeping the input of a layer (the penultimate features)."""
+
+    def __init__(self, layer: torch.nn.Module):
+        self.value: Optional[torch.Tensor] = None
+        self.handle = layer.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output):
+        self.value = args[0].detach()
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+def fit_and_record(
+    model: torch.nn.Module,
+    make_inputs: Callable[[np.ndarray], Any],
+    labels: np.ndarray,
+    rows: np.ndarray,
+    recorder: DynamicsRecorder,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    lr: float = 1e-3,
+    seed: int = 0,
+    shuffle: bool = True,
+    accelerator: Any = None,
+    eval_pass: bool = False,
+    progress: bool = True,
+) -> DynamicsRecorder:
+    """Train ``model`` on ``rows`` for ``epochs`` epochs with cross-entropy and record dynamics.
+
+    Args:
+        model: returns logits (see :func:`model_logits`) for ``call_model(model, make_inputs(ids))``.
+        make_inputs: row ids (numpy int64) → the model's batch (tensor or dict of tensors).
+        labels: class ids of *all* rows (indexed by row id).
+        rows: the row ids to train on.
+        recorder: fed with every training batch (or with the eval pass, see ``eval_pass``).
+        epochs, batch_size: as usual; ``batch_size`` is the global batch when the accelerator
+            splits batches (the default accelerator does).
+        optimizer: a torch optimizer over ``model``'s parameters (default AdamW(lr, weight_decay=0)).
+        lr: learning rate of the default optimizer.
+        seed: seeds torch (dropout, init of lazily built layers) and the per-epoch shuffles.
+        shuffle: shuffle rows each epoch (a permutation of (seed, epoch)); ``False`` = row order.
+        accelerator: an ``accelerate.Accelerator`` (default: :func:`default_accelerator`).
+        eval_pass: record from an extra no-grad ``model.eval()`` pass over ``rows`` after each
+            epoch (the authors' protocol for EL2N / Dynamic Uncertainty) instead of from the
+            training forward passes (which see the model mid-epoch, in train mode).
+        progress: show a progress bar on the main process.
+
+    Returns:
+        ``recorder``, fed.
+    """
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    accelerator = accelerator or default_accelerator()
+    set_seed(seed)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    labels_t = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: Arrow buffers are read-only
+    rows = np.asarray(rows, dtype=np.int64)
+
+    def collate(positions: list) -> dict:
+        ids = rows[np.asarray(positions, dtype=np.int64)]
+        return {"row_ids": torch.from_numpy(ids), "labels": labels_t[ids], "inputs": make_inputs(ids)}
+
+    sampler = _EpochPermutation(len(rows), seed, shuffle)
+    loader = torch.utils.data.DataLoader(range(len(rows)), batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    eval_loader = None
+    if eval_pass:
+        eval_loader = torch.utils.data.DataLoader(range(len(rows)), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+
+    tap = _FeatureTap(last_linear(accelerator.unwrap_model(model))) if recorder.needs_features else None
+
+    def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:
+        parts = [batch["row_ids"], logits.detach(), batch["labels"]]
+        if tap is not None:
+            # GraNd needs only ‖h‖: gather a (B, 1) norm rather than the (B, H) features.
+            parts.append(tap.value.reshape(len(logits), -1).norm(dim=1, keepdim=True))
+        gathered = accelerator.gather_for_metrics(tuple(parts))
+        recorder.update(gathered[0], gathered[1], gathered[2], epoch, gathered[3] if tap is not None else None)
+
+    steps = epochs * (len(loader) + (len(eval_loader) if eval_loader is not None else 0))
+    bar = tqdm(total=steps, desc="Training dynamics", disable=not (progress and accelerator.is_main_process))
+    try:
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            model.train()
+            for batch in loader:
+                logits = model_logits(call_model(model, batch["inputs"]))
+                loss = F.cross_entropy(logits, batch["labels"])
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad()
+                if eval_loader is None:
+                    record(batch, logits, epoch)
+                bar.update()
+            if eval_loader is not None:
+                model.eval()
+                with torch.no_grad():
+                    for batch in eval_loader:
+                        record(batch, model_logits(call_model(model, batch["inputs"])), epoch)
+                        bar.update()
+    finally:
+        bar.close()
+        if tap is not None:
+            tap.close()
+    model.eval()
+    return recorder

@@ -1,0 +1,207 @@
+"""The online recorder: one object fed once per batch, holding every requested score's state."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InvalidParameterError, InvalidValuesError
+from ..validation import check_positive_int, describe_rows
+from .accumulators import FAMILIES, Batch, ScoreFamily
+
+__all__ = ["DynamicsRecorder", "KNOWN_SCORES", "DEFAULT_SCORES", "SCORE_OPTIONS", "required_epochs", "check_scores"]
+
+#: score name → the family class that computes it.
+KNOWN_SCORES: dict[str, type[ScoreFamily]] = {name: family for family in FAMILIES for name in family.SCORES}
+#: option name → default, for every option of every score.
+SCORE_OPTIONS: dict[str, Any] = {key: value for family in FAMILIES for key, value in family.OPTIONS.items()}
+DEFAULT_SCORES: tuple[str, ...] = ("forgetting", "aum", "el2n", "entropy")
+
+
+def check_scores(scores: "str | Iterable[str]", options: Optional[dict] = None) -> tuple[str, ...]:
+    """Return ``scores`` as a tuple after checking every name and option; raise naming the culprit."""
+    names = (scores,) if isinstance(scores, str) else tuple(scores)
+    if not names:
+        raise InvalidParameterError(f"scores is empty; choose from: {', '.join(KNOWN_SCORES)}.")
+    unknown = [name for name in names if name not in KNOWN_SCORES]
+    if unknown:
+        raise InvalidParameterError(f"unknown score '{unknown[0]}'; known scores: {', '.join(KNOWN_SCORES)}.")
+    if len(set(names)) != len(names):
+        raise InvalidParameterError(f"scores lists a name twice: {list(names)}.")
+    stray = [key for key in (options or {}) if key not in SCORE_OPTIONS]
+    if stray:
+        raise InvalidParameterError(
+            f"unknown score option '{stray[0]}'; options are: "
+            + ", ".join(f"{k} (default {v!r})" for k, v in SCORE_OPTIONS.items()) + "."
+        )
+    return names
+
+
+def required_epochs(scores: "str | Iterable[str]", options: Optional[dict] = None) -> int:
+    """The fewest epochs after which every requested score is defined for a row seen each epoch.
+
+    Example:
+        >>> required_epochs(["aum", "dynamic_uncertainty"])            # J = 10 → 11
+        11
+        >>> required_epochs(["tdds"], {"tdds_window": 5})
+        5
+    """
+    names = check_scores(scores, options)
+    options = options or {}
+    return max(KNOWN_SCORES[name].min_presentations(options) for name in names)
+
+
+def _numpy(values: Any, dtype: Any) -> np.ndarray:
+    """A numpy copy (never a view of a tensor the training loop may reuse)."""
+    if hasattr(values, "detach"):  # torch tensor: no torch import needed here
+        values = values.detach().cpu()
+        values = (values.float() if values.is_floating_point() else values).numpy()  # bf16 has no numpy dtype
+    return np.array(values, dtype=dtype)
+
+
+class DynamicsRecorder:
+    """Accumulates training-dynamics scores online, one batch at a time.
+
+    Memory is O(n) per score (O(n × window) for the windowed ones, plus O(n × C) for TDDS's
+    previous probabilities); see :meth:`state_bytes_per_row`. Feed it the rows of each batch
+    with their logits, wherever they come from (training forward passes, an extra evaluation
+    pass, several processes gathered by row id). Each row may appear at most once per epoch.
+
+    Args:
+        n_rows: number of rows of the dataset; row ids are 0..n_rows−1.
+        num_classes: number of classes C (width of the logits).
+        scores: names from :data:`KNOWN_SCORES` (default :data:`DEFAULT_SCORES`).
+        flush_rows: rows buffered before they are folded into the state (amortises the per-call
+            cost of numpy; the buffer holds flush_rows × C logits at most).
+        **score_options: per-score options (see :data:`SCORE_OPTIONS`), e.g. ``du_window=10``,
+            ``tdds_window=10``, ``tdds_decay=0.9``, ``el2n_epochs=10``, ``grand_epochs=1``.
+
+    Example:
+        >>> import numpy as np
+        >>> rec = DynamicsRecorder(4, 3, scores=["aum", "forgetting"])
+        >>> rec.update([0, 1], np.array([[2.0, 0, 0], [0, 1.0, 0]]), [0, 2], epoch=0)
+        >>> rec.results()["aum"]       # −AUM; rows 2, 3 never seen
+        array([-2.,  1., nan, nan], dtype=float32)
+    """
+
+    def __init__(self, n_rows: int, num_classes: int, scores: Sequence[str] = DEFAULT_SCORES, *,
+                 flush_rows: int = 8192, **score_options: Any):
+        self.flush_rows = check_positive_int(flush_rows, "flush_rows")
+        self._pending: list[tuple] = []
+        self._pending_rows = 0
+        self.n_rows = check_positive_int(n_rows, "n_rows")
+        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+        self.scores = check_scores(scores, score_options)
+        self.score_options = dict(score_options)
+        by_family: dict[type, list[str]] = {}
+        for name in self.scores:
+            by_family.setdefault(KNOWN_SCORES[name], []).append(name)
+        self.families = [
+            family(self.n_rows, self.num_classes, names,
+                   **{k: v for k, v in score_options.items() if k in family.OPTIONS})
+            for family, names in by_family.items()
+        ]
+        self.needs_features = any(f.needs_features for f in self.families)
+        self._last_epoch = np.full(self.n_rows, -1, dtype=np.int32)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every option in effect for the requested scores (defaults filled in), for provenance."""
+        return {k: v for f in self.families for k, v in f.options.items()}
+
+    def update(self, row_ids: Any, logits: Any, labels: Any, epoch: int, features: Any = None) -> None:
+        """Feed one batch.
+
+        Batches are buffered (up to ``flush_rows`` rows) and folded into the state together, so the
+        per-batch cost is a copy; :meth:`results` folds in whatever is pending.
+
+        Args:
+            row_ids: (B,) ints in [0, n_rows), unique within the epoch.
+            logits: (B, C) floats (torch tensors or numpy).
+            labels: (B,) class ids in [0, C).
+            epoch: 0-based epoch; non-decreasing for each row.
+            features: (B, H) penultimate features, needed only by ``grand`` (which uses only their
+                norm, so (B, 1) norms are just as good and cheaper to gather).
+
+        Raises:
+            InvalidValuesError: shapes disagree, ids or labels out of range, a row presented twice
+                in one epoch, non-finite logits (raised when the buffer is folded in).
+        """
+        rows = _numpy(row_ids, np.int64).ravel()
+        logits = _numpy(logits, None)
+        labels = _numpy(labels, np.int64).ravel()
+        if logits.ndim != 2 or logits.shape != (len(rows), self.num_classes) or len(labels) != len(rows):
+            raise InvalidValuesError(
+                f"update() needs row_ids (B,), logits (B, {self.num_classes}) and labels (B,); got "
+                f"{rows.shape}, {logits.shape}, {labels.shape}."
+            )
+        if self.needs_features:
+            if features is None:
+                raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update().")
+            features = _numpy(features, None).reshape(len(rows), -1)
+        if len(rows) == 0:
+            return
+        self._pending.append((int(epoch), rows, logits, labels, features))
+        self._pending_rows += len(rows)
+        if self._pending_rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the buffered batches into the per-row state (one pass per run of equal epochs)."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        start = 0
+        while start < len(pending):
+            epoch = pending[start][0]
+            stop = start
+            while stop < len(pending) and pending[stop][0] == epoch:
+                stop += 1
+            group = pending[start:stop]
+            features = None if group[0][4] is None else np.concatenate([g[4] for g in group]).astype(np.float64)
+            self._fold(epoch, np.concatenate([g[1] for g in group]),
+                       np.concatenate([g[2] for g in group]).astype(np.float64),
+                       np.concatenate([g[3] for g in group]), features)
+            start = stop
+
+    def _fold(self, epoch: int, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+              features: Optional[np.ndarray]) -> None:
+        if rows.min() < 0 or rows.max() >= self.n_rows:
+            raise InvalidValuesError(f"row ids must lie in [0, {self.n_rows}); got {rows.min()}..{rows.max()}.")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            bad = rows[(labels < 0) | (labels >= self.num_classes)]
+            raise InvalidValuesError(f"labels must lie in [0, {self.num_classes}); {describe_rows(bad)} do not.")
+        finite = np.isfinite(logits).all(axis=1)
+        if not finite.all():
+            raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[~finite])} at epoch {epoch}; the training diverged.")
+        repeated = self._last_epoch[rows] >= epoch
+        ids, counts = np.unique(rows, return_counts=True)
+        if repeated.any() or len(ids) != len(rows):
+            bad = rows[repeated] if repeated.any() else ids[counts > 1]
+            raise InvalidValuesError(
+                f"{describe_rows(bad)} presented twice in epoch {epoch} (or epochs went backwards); "
+                f"feed each row at most once per epoch (with several processes, gather by row id "
+                f"with accelerator.gather_for_metrics, which drops the padding duplicates)."
+            )
+        self._last_epoch[rows] = epoch
+        batch = Batch(rows, logits, labels, epoch, features)
+        for family in self.families:
+            family.update(batch)
+
+    def results(self) -> dict[str, np.ndarray]:
+        """Score name → float32 array (n_rows,), higher = harder; NaN for rows not (enough) seen."""
+        self.flush()
+        out: dict[str, np.ndarray] = {}
+        for family in self.families:
+            out.update(family.results())
+        return {name: out[name] for name in self.scores}
+
+    def seen(self) -> np.ndarray:
+        """Boolean (n_rows,): rows presented at least once."""
+        self.flush()
+        return self._last_epoch >= 0
+
+    def state_bytes_per_row(self) -> dict[str, float]:
+        """Bytes of per-row state held for each score family (keyed by its scores, '+'-joined)."""
+        return {
+            "+".join(f.names): sum(a.nbytes for a in f.state_arrays()) / self.n_rows for f in self.families
+        }

@@ -1,0 +1,210 @@
+"""Online accumulators vs slow references computed from the full recorded history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hf_d2prune.dynamics import KNOWN_SCORES, DynamicsRecorder, required_epochs
+from hf_d2prune.errors import InvalidParameterError, InvalidValuesError
+
+torch.set_num_threads(1)  # tiny models on a shared 2-core machine: threads only contend
+
+ALL = tuple(KNOWN_SCORES)
+
+
+# ---------------------------------------------------------------- slow, obviously-correct references
+def softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def reference_scores(history, n_rows, *, du_window=10, tdds_window=10, tdds_decay=0.9, el2n_epochs=10,
+                     grand_epochs=1, grand_bias=True):
+    """history[row] = list of (epoch, logits (C,), label, features or None) in presentation order."""
+    out = {name: np.full(n_rows, np.nan) for name in ALL}
+    for row, events in history.items():
+        if not events:
+            continue
+        epochs = [e for e, _, _, _ in events]
+        Z = [np.asarray(z, dtype=np.float64) for _, z, _, _ in events]
+        y = events[0][2]
+        P = [softmax(z) for z in Z]
+        T = len(Z)
+        correct = [int(np.argmax(z) == y) for z in Z]
+        events_count = sum(1 for t in range(1, T) if correct[t - 1] == 1 and correct[t] == 0)
+        out["forgetting"][row] = events_count if any(correct) else T
+        out["aum"][row] = -np.mean([z[y] - max(z[c] for c in range(len(z)) if c != y) for z in Z])
+
+        def onehot_err(p):
+            target = np.zeros_like(p)
+            target[y] = 1
+            return np.linalg.norm(p - target)
+
+        def in_epochs(epoch, option):
+            return epoch < option if isinstance(option, int) else epoch in option
+
+        chosen = [t for t in range(T) if in_epochs(epochs[t], el2n_epochs)]
+        if chosen:
+            out["el2n"][row] = np.mean([onehot_err(P[t]) for t in chosen])
+        chosen = [t for t in range(T) if in_epochs(epochs[t], grand_epochs)]
+        if chosen and events[0][3] is not None:
+            out["grand"][row] = np.mean([onehot_err(P[t]) * np.sqrt(np.sum(np.square(events[t][3])) + grand_bias)
+                                         for t in chosen])
+        p = P[-1]
+        out["entropy"][row] = -np.sum(p * np.log(p))
+        out["least_confidence"][row] = 1 - p.max()
+        top = np.sort(p)[::-1]
+        out["margin"][row] = 1 - (top[0] - top[1])
+        out["loss"][row] = -np.log(p[y])
+        py = np.array([q[y] for q in P])
+        out["confidence"][row] = 1 - py.mean()
+        out["variability"][row] = py.std()
+        out["correctness"][row] = 1 - np.mean(correct)
+        J = du_window
+        if T - J >= 1:  # He et al.: T − J windows of J epochs, unbiased std
+            out["dynamic_uncertainty"][row] = np.mean([np.std(py[k:k + J], ddof=1) for k in range(T - J)])
+        W = tdds_window
+        if T >= W:  # the TDDS authors' importance_evaluation.py, for one row
+            total = 0.0
+            for k in range(T - W + 1):
+                kd = [np.abs(P[j + 1] * (np.log(P[j + 1] + 1e-8) - np.log(P[j] + 1e-8))).sum()
+                      for j in range(k, k + W - 1)]
+                kd = np.array(kd)
+                v = np.linalg.norm(kd - kd.sum() / (W - 1))
+                total += v * tdds_decay * (1 - tdds_decay) ** (T - W - k)
+            out["tdds"][row] = total
+    return out
+
+
+def synthetic_history(n_rows=60, num_classes=5, epochs=14, seed=0, skip=0.1, feature_dim=4):
+    """Random logits that drift over epochs; a random batch order per epoch; some rows skipped."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, n_rows)
+    base = rng.normal(size=(n_rows, num_classes))
+    batches = []
+    for epoch in range(epochs):
+        order = rng.permutation(n_rows)
+        order = order[rng.random(n_rows) > skip] if epoch % 3 == 2 else order  # rows skipped in some epochs
+        for start in range(0, len(order), 16):
+            ids = order[start:start + 16]
+            logits = base[ids] * (1 + epoch / 3) + rng.normal(scale=1.5, size=(len(ids), num_classes))
+            feats = rng.normal(size=(len(ids), feature_dim))
+            batches.append((ids, logits, labels[ids], epoch, feats))
+    return batches, labels
+
+
+def history_of(batches, n_rows):
+    history = {row: [] for row in range(n_rows)}
+    for ids, logits, labels, epoch, feats in batches:
+        for i, row in enumerate(ids):
+            history[int(row)].append((epoch, logits[i], int(labels[i]), None if feats is None else feats[i]))
+    return history
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"du_window": 3, "tdds_window": 4, "tdds_decay": 0.5, "el2n_epochs": [0, 5], "grand_epochs": 3},
+    {"du_window": 2, "tdds_window": 2, "el2n_epochs": 1, "grand_bias": False},
+])
+def test_every_score_matches_reference_on_synthetic_history(options):
+    n_rows, num_classes = 60, 5
+    batches, _ = synthetic_history(n_rows, num_classes)
+    rec = DynamicsRecorder(n_rows, num_classes, ALL, flush_rows=100, **options)  # flushes mid-epoch too
+    for ids, logits, labels, epoch, feats in batches:
+        rec.update(ids, torch.as_tensor(logits, dtype=torch.float32) if epoch % 2 else logits, labels, epoch, feats)
+    got = rec.results()
+    # float32 logits in odd epochs: compare against what the recorder saw
+    seen = [(ids, logits.astype(np.float32).astype(np.float64) if epoch % 2 else logits, labels, epoch, feats)
+            for ids, logits, labels, epoch, feats in batches]
+    want = reference_scores(history_of(seen, n_rows), n_rows, **options)
+    for name in ALL:
+        assert got[name].dtype == np.float32 and got[name].shape == (n_rows,)
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), err_msg=name)
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, equal_nan=True, err_msg=name)
+
+
+def test_rows_never_seen_are_nan_and_windowed_scores_need_enough_presentations():
+    rec = DynamicsRecorder(3, 2, ["aum", "dynamic_uncertainty", "tdds"], du_window=2, tdds_window=3)
+    for epoch in range(3):
+        rec.update([0, 1], [[1.0, 0.0], [0.0, float(epoch)]], [0, 1], epoch)
+    rec.update([0], [[2.0, 0.0]], [0], 3)
+    got = rec.results()
+    assert np.isnan(got["aum"][2])
+    # row 1: 3 presentations → DU has 3 − 2 = 1 window, TDDS exactly 1 window; row 0: 4 presentations
+    assert np.isfinite(got["dynamic_uncertainty"][:2]).all() and np.isfinite(got["tdds"][:2]).all()
+    rec2 = DynamicsRecorder(2, 2, ["dynamic_uncertainty", "tdds"], du_window=2, tdds_window=3)
+    for epoch in range(2):
+        rec2.update([0, 1], [[1.0, 0.0], [0.0, 1.0]], [0, 1], epoch)
+    assert np.isnan(rec2.results()["dynamic_uncertainty"]).all()  # 2 presentations, J = 2: 0 windows
+    assert np.isnan(rec2.results()["tdds"]).all()
+
+
+def test_forgetting_counts_events_and_never_learned_rows_rank_hardest():
+    rec = DynamicsRecorder(3, 2, ["forgetting"])
+    right, wrong = [2.0, 0.0], [0.0, 2.0]
+    pattern = {0: [right, wrong, right, wrong], 1: [right] * 4, 2: [wrong] * 4}
+    for epoch in range(4):
+        rec.update([0, 1, 2], [pattern[r][epoch] for r in range(3)], [0, 0, 0], epoch)
+    np.testing.assert_array_equal(rec.results()["forgetting"], [2, 0, 4])
+
+
+def test_directions_are_higher_is_harder():
+    # row 0 confidently right, row 1 confidently wrong (a flipped label)
+    rec = DynamicsRecorder(2, 3, ALL, du_window=2, tdds_window=2, grand_epochs=3)
+    for epoch in range(3):
+        rec.update([0, 1], [[4.0, 0.0, 0.0], [4.0, 0.0, 0.0]], [0, 1], epoch, features=np.ones((2, 2)))
+    got = rec.results()
+    for name in ("forgetting", "aum", "el2n", "grand", "loss", "confidence", "correctness"):
+        assert got[name][1] > got[name][0], name
+
+
+def test_grand_equals_autograd_last_layer_gradient_norm():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 4)
+    h = torch.randn(10, 6)
+    y = torch.randint(0, 4, (10,))
+    norms = []
+    for i in range(10):
+        layer.zero_grad()
+        torch.nn.functional.cross_entropy(layer(h[i:i + 1]), y[i:i + 1]).backward()
+        norms.append(torch.sqrt(layer.weight.grad.square().sum() + layer.bias.grad.square().sum()).item())
+    rec = DynamicsRecorder(10, 4, ["grand"])
+    rec.update(torch.arange(10), layer(h), y, 0, features=h)
+    np.testing.assert_allclose(rec.results()["grand"], norms, rtol=1e-5)
+
+
+def test_state_is_per_row_and_independent_of_epochs():
+    small = DynamicsRecorder(100, 10, ALL).state_bytes_per_row()
+    assert small == DynamicsRecorder(1000, 10, ALL).state_bytes_per_row()
+    tdds = next(v for k, v in small.items() if k == "tdds")
+    assert tdds == 10 * 4 + 9 * 4 + 8 + 4  # previous p, W − 1 step terms, S, count
+    assert next(v for k, v in small.items() if k == "dynamic_uncertainty") == 10 * 4 + 8 + 8 + 4
+
+
+def test_required_epochs_and_errors():
+    assert required_epochs(["aum"]) == 1
+    assert required_epochs(["aum", "dynamic_uncertainty"]) == 11
+    assert required_epochs(["tdds"], {"tdds_window": 5}) == 5
+    with pytest.raises(InvalidParameterError, match="unknown score 'aumm'; known scores: forgetting, aum"):
+        DynamicsRecorder(5, 2, ["aumm"])
+    with pytest.raises(InvalidParameterError, match="unknown score option 'du_windw'"):
+        DynamicsRecorder(5, 2, ["dynamic_uncertainty"], du_windw=3)
+    with pytest.raises(InvalidParameterError, match="du_window must be an integer >= 2"):
+        DynamicsRecorder(5, 2, ["dynamic_uncertainty"], du_window=1)
+    rec = DynamicsRecorder(5, 2, ["aum"], flush_rows=1)  # check each batch as it comes
+    rec.update([0, 1], [[0.0, 1.0], [1.0, 0.0]], [0, 1], 0)
+    with pytest.raises(InvalidValuesError, match="presented twice in epoch 0"):
+        rec.update([1], [[0.0, 1.0]], [1], 0)
+    with pytest.raises(InvalidValuesError, match=r"labels must lie in \[0, 2\)"):
+        rec.update([2], [[0.0, 1.0]], [2], 1)
+    with pytest.raises(InvalidValuesError, match="logits are NaN"):
+        rec.update([3], [[np.nan, 1.0]], [1], 1)
+    buffered = DynamicsRecorder(5, 2, ["aum"])  # checked when the buffer is folded in
+    buffered.update([0, 1], [[0.0, 1.0], [1.0, 0.0]], [0, 1], 0)
+    buffered.update([1], [[0.0, 1.0]], [1], 0)
+    with pytest.raises(InvalidValuesError, match=r"1 row \(first: 1\) presented twice in epoch 0"):
+        buffered.results()
+    with pytest.raises(InvalidParameterError, match="needs the penultimate features"):
+        DynamicsRecorder(5, 2, ["grand"]).update([0], [[0.0, 1.0]], [1], 0)

@@ -1,0 +1,247 @@
+"""train_dynamics (Accelerate), the Trainer integration and 2 processes, on real digits."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_d2prune.dynamics import KNOWN_SCORES, DynamicsRecorder, train_dynamics
+from hf_d2prune.dynamics.loop import fit_and_record
+from hf_d2prune.errors import ColumnNotFoundError, ColumnTypeError, InvalidParameterError, InvalidValuesError
+from hf_d2prune.provenance import read_provenance
+
+from test_dynamics_scores import reference_scores
+
+torch.set_num_threads(1)  # tiny models on a shared 2-core machine: threads only contend
+
+ALL = tuple(KNOWN_SCORES)
+
+
+def digits_dataset(flip_fraction: float = 0.0, seed: int = 0):
+    """sklearn digits as a ``pixels`` vector column (64 floats in [0, 1]) + ClassLabel ``label``."""
+    import datasets
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    labels = bunch.target.copy()
+    flipped = np.zeros(len(labels), dtype=bool)
+    if flip_fraction:
+        rng = np.random.default_rng(seed)
+        flipped = rng.random(len(labels)) < flip_fraction
+        labels[flipped] = (labels[flipped] + rng.integers(1, 10, flipped.sum())) % 10
+    features = datasets.Features({
+        "pixels": datasets.Sequence(datasets.Value("float32"), length=64),
+        "label": datasets.ClassLabel(names=[str(i) for i in range(10)]),
+    })
+    ds = datasets.Dataset.from_dict({"pixels": (bunch.data / 16.0).astype(np.float32), "label": labels}, features=features)
+    return ds, flipped
+
+
+class Head(torch.nn.Module):
+    """A small MLP; returns a dict with logits (and the loss when labels are given, for the Trainer)."""
+
+    def __init__(self, hidden: int = 32, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU())
+        self.out = torch.nn.Linear(hidden, 10)
+
+    def forward(self, pixels, labels=None):
+        logits = self.out(self.body(pixels))
+        if labels is None:
+            return {"logits": logits}
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_dataset()[0]
+
+
+class HistoryRecorder(DynamicsRecorder):
+    """A recorder that also keeps the full history (n × epochs × classes), for the reference."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.history = {row: [] for row in range(self.n_rows)}
+
+    def update(self, row_ids, logits, labels, epoch, features=None):
+        super().update(row_ids, logits, labels, epoch, features)
+        logits = logits.detach().double().numpy()
+        feats = None if features is None else features.detach().double().numpy()
+        for i, row in enumerate(row_ids.tolist()):
+            self.history[row].append((epoch, logits[i], int(labels[i]), None if feats is None else feats[i]))
+
+
+def test_flipped_labels_rank_hardest_by_aum_and_forgetting():
+    from sklearn.metrics import roc_auc_score
+
+    ds, flipped = digits_dataset(flip_fraction=0.1)
+    out = train_dynamics(ds, Head(hidden=128), inputs="pixels", epochs=10, batch_size=32, lr=3e-3,
+                         scores=["aum", "forgetting"], progress=False)
+    for name in ("aum", "forgetting"):
+        auroc = roc_auc_score(flipped, np.asarray(out[name]))
+        assert auroc >= 0.9, (name, auroc)
+
+
+def test_real_run_scores_equal_reference_from_full_history(digits):
+    options = {"du_window": 3, "tdds_window": 3, "el2n_epochs": 2, "grand_epochs": 2}
+    labels = np.asarray(digits["label"])
+    pixels = torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32)
+    rows = np.arange(0, len(digits), 3)  # a third of the rows: the others stay NaN
+    recorder = HistoryRecorder(len(digits), 10, ALL, **options)
+    fit_and_record(Head(), lambda ids: pixels[ids], labels, rows, recorder, epochs=5, batch_size=50, lr=3e-3,
+                   progress=False)
+    got = recorder.results()
+    want = reference_scores(recorder.history, len(digits), **options)
+    for name in ALL:
+        assert np.isnan(got[name]).sum() == len(digits) - len(rows), name
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, equal_nan=True, err_msg=name)
+
+
+def test_train_dynamics_adds_columns_deterministically_and_keeps_input(digits):
+    before = digits._fingerprint
+    kwargs = dict(inputs="pixels", epochs=3, batch_size=64, scores=["aum", "el2n", "tdds"], tdds_window=2, progress=False)
+    a = train_dynamics(digits, Head(), **kwargs)
+    b = digits.d2.train_dynamics(Head(), **kwargs)  # the namespace is the same function
+    assert digits._fingerprint == before and digits.column_names == ["pixels", "label"]
+    assert a.column_names == ["pixels", "label", "aum", "el2n", "tdds"]
+    assert all(a.features[c].dtype == "float32" for c in ("aum", "el2n", "tdds"))
+    for c in ("aum", "el2n", "tdds"):
+        np.testing.assert_array_equal(np.asarray(a[c]), np.asarray(b[c]))
+    assert a._fingerprint == b._fingerprint != before
+    c = train_dynamics(digits, Head(), **{**kwargs, "seed": 1})
+    assert c._fingerprint != a._fingerprint
+    assert not np.array_equal(np.asarray(c["aum"]), np.asarray(a["aum"]))
+    step = read_provenance(a)[-1]
+    assert step["step"] == "train_dynamics" and step["epochs"] == 3 and step["model_class"] == "Head"
+    assert step["score_options"] == {"tdds_window": 2, "tdds_decay": 0.9, "el2n_epochs": 10}
+
+
+def test_subset_trains_on_a_stratified_fraction_only(digits):
+    out = train_dynamics(digits, Head(), inputs="pixels", epochs=2, batch_size=64, subset=0.2,
+                         scores=["aum", "forgetting"], progress=False)
+    measured = np.asarray(out["aum_measured"])
+    aum = np.asarray(out["aum"])
+    assert measured.sum() == round(0.2 * len(digits))
+    assert np.isnan(aum[~measured]).all() and np.isfinite(aum[measured]).all()
+    np.testing.assert_array_equal(measured, np.asarray(out["forgetting_measured"]))
+    labels = np.asarray(digits["label"])
+    per_class = np.bincount(labels[measured], minlength=10)
+    expected = np.bincount(labels, minlength=10) * 0.2
+    assert np.abs(per_class - expected).max() < 1
+
+
+def test_eval_pass_records_the_end_of_epoch_model(digits):
+    out = train_dynamics(digits, Head(), inputs="pixels", epochs=1, batch_size=64, shuffle=False, eval_pass=True,
+                         scores=["loss"], progress=False)
+    model = Head()
+    train_dynamics(digits, model, inputs="pixels", epochs=1, batch_size=64, shuffle=False, scores=["loss"], progress=False)
+    with torch.no_grad():
+        logits = model(torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32))["logits"]
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor(np.asarray(digits["label"])), reduction="none")
+    np.testing.assert_allclose(np.asarray(out["loss"]), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_image_column_and_embedding_default_paths():
+    import datasets
+
+    from hf_d2prune.builtin import load_builtin
+
+    images = load_builtin("digits").select(range(128))
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 10))
+    out = train_dynamics(images, cnn, inputs="image", epochs=1, batch_size=32, scores=["aum", "grand"], progress=False)
+    assert np.isfinite(np.asarray(out["aum"])).all() and np.isfinite(np.asarray(out["grand"])).all()
+    emb = datasets.Dataset.from_dict({"embedding": np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32),
+                                      "label": [0, 1] * 20})
+    out = train_dynamics(emb, torch.nn.Linear(8, 2), epochs=1, batch_size=8, scores=["entropy"], progress=False)
+    assert out.column_names == ["embedding", "label", "entropy"]
+
+
+def test_validation_errors_name_the_culprit_before_training(digits):
+    import datasets
+
+    head = Head()
+    with pytest.raises(ColumnNotFoundError, match="column 'labl' not found"):
+        train_dynamics(digits, head, label="labl", inputs="pixels")
+    with pytest.raises(InvalidParameterError, match=r"subset must lie in \(0.0, 1.0\]"):
+        train_dynamics(digits, head, inputs="pixels", subset=0.0)
+    with pytest.raises(InvalidParameterError, match=r"subset must lie"):
+        train_dynamics(digits, head, inputs="pixels", subset=1.5)
+    with pytest.raises(InvalidParameterError, match="unknown score 'aumm'; known scores: forgetting, aum"):
+        train_dynamics(digits, head, inputs="pixels", scores=["aumm"])
+    with pytest.raises(InvalidParameterError, match="epochs=5 is too few for dynamic_uncertainty: at least 11"):
+        train_dynamics(digits, head, inputs="pixels", epochs=5, scores=["dynamic_uncertainty"])
+    with pytest.raises(InvalidParameterError, match="num_labels=10"):
+        train_dynamics(digits, torch.nn.Linear(64, 3), inputs="pixels")
+    with pytest.raises(InvalidValuesError, match="without 'logits'"):
+        train_dynamics(digits, _NoLogits(), inputs="pixels")
+    strings = datasets.Dataset.from_dict({"embedding": [[0.0, 1.0]] * 4, "label": ["a", "b", "a", "b"]})
+    with pytest.raises(ColumnTypeError, match="class_encode_column"):
+        train_dynamics(strings, torch.nn.Linear(2, 2))
+    negative = datasets.Dataset.from_dict({"embedding": [[0.0, 1.0]] * 4, "label": [0, 1, -1, 1]})
+    with pytest.raises(InvalidValuesError, match="outside"):
+        train_dynamics(negative, torch.nn.Linear(2, 2))
+
+
+class _NoLogits(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(64, 10)
+
+    def forward(self, pixels):
+        return {"scores": self.layer(pixels)}
+
+
+def test_trainer_gives_the_same_scores_as_the_accelerate_loop(digits, tmp_path):
+    """Same init, same (sequential) order, same AdamW/lr, constant schedule, no clipping."""
+    from transformers import TrainingArguments
+
+    from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
+
+    scores = ["forgetting", "aum", "el2n", "entropy", "confidence", "variability", "tdds"]
+    ds = digits.select(range(640))
+    model = Head()
+    twin = copy.deepcopy(model)
+    ours = train_dynamics(ds, model, inputs="pixels", epochs=3, batch_size=32, lr=2e-3, shuffle=False,
+                          scores=scores, tdds_window=2, progress=False)
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=3, per_device_train_batch_size=32, learning_rate=2e-3,
+        lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, optim="adamw_torch",
+        train_sampling_strategy="sequential", report_to=[], save_strategy="no", logging_strategy="no",
+        use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    dynamics = DynamicsCallback(scores=scores, tdds_window=2)
+    trainer = DynamicsTrainer(model=twin, args=args, train_dataset=add_row_ids(ds), dynamics=dynamics)
+    trainer.train()
+    theirs = dynamics.to_dataset(ds)
+    assert theirs.column_names == ours.column_names
+    for name in scores:
+        np.testing.assert_allclose(np.asarray(theirs[name]), np.asarray(ours[name]), rtol=1e-4, atol=1e-5, err_msg=name)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_scores_as_one(tmp_path):
+    script = Path(__file__).with_name("dist_dynamics_script.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    single = tmp_path / "single.npz"
+    double = tmp_path / "double.npz"
+    subprocess.run([sys.executable, str(script), str(single)], check=True, env=env, timeout=170)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    str(script), str(double)], check=True, env=env, timeout=170)
+    one, two = np.load(single), np.load(double)
+    assert int(one["processes"]) == 1 and int(two["processes"]) == 2
+    assert sorted(one.files) == sorted(two.files)
+    for name in set(one.files) - {"processes"}:
+        assert np.isfinite(one[name]).all(), name
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
