@@ -57,8 +57,15 @@ def _add_select_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("selection")
     g.add_argument("--label-column", default=None, help="label column (default: 'label' if present)")
     g.add_argument("--score", default=None,
-                   help="score column (higher = harder); if absent, the geometric score 'prototype_distance' "
-                        "(distance to the class centroid) is computed and used")
+                   help="score column (higher = harder). A training-dynamics score name (aum, forgetting, el2n, "
+                        "tdds, dynamic_uncertainty, ...) that is not a column yet is computed by training a linear "
+                        "head on the embeddings (see --epochs, --subset); with no --score, the geometric score "
+                        "'prototype_distance' (distance to the class centroid) is computed and used")
+    g.add_argument("--epochs", type=int, default=15, help="epochs of the head trained for a dynamics --score")
+    g.add_argument("--subset", type=float, default=None,
+                   help="train the head on this seeded fraction of rows only and extrapolate the score to the rest")
+    g.add_argument("--extrapolate", default="knn", choices=["knn", "gnn"],
+                   help="how --subset scores reach the other rows (default: knn)")
     g.add_argument("--lower-is-harder", action="store_true",
                    help="the score column runs the other way (e.g. raw AUM, confidence): flip it on purpose")
     g.add_argument("--method", default="d2", choices=["d2", "random", "topk", "easiest", "ccs", "moderate", "kcenter"],
@@ -188,13 +195,35 @@ def _default_column(ds, requested: Optional[str], candidates: Sequence[str], wha
     return None
 
 
+def _dynamics_score(ds, args: argparse.Namespace, label: Optional[str]):
+    """Compute a training-dynamics ``--score`` with a linear head on the embeddings (and extrapolate)."""
+    import torch
+
+    from .errors import InvalidParameterError
+
+    if label is None:
+        raise InvalidParameterError(f"--score {args.score} is a training-dynamics score and needs --label-column.")
+    num_classes = getattr(ds.features[label], "num_classes", None) or int(max(ds[label])) + 1
+    torch.manual_seed(args.seed)
+    head = torch.nn.Linear(ds.features[args.embedding_column].length, num_classes)
+    ds = ds.d2.train_dynamics(head, label=label, inputs=args.embedding_column, epochs=args.epochs,
+                              scores=[args.score], subset=args.subset, seed=args.seed)
+    if args.subset is not None:
+        ds = ds.d2.extrapolate(args.score, method=args.extrapolate, embedding=args.embedding_column, seed=args.seed)
+    return ds
+
+
 def _select(ds, args: argparse.Namespace):
+    from .dynamics.recorder import KNOWN_SCORES
+
     label = _default_column(ds, args.label_column, ["label", "labels"], "label")
     score = args.score
     if score is None:
         score = "prototype_distance"
         if score not in ds.column_names:
             ds = ds.d2.score("prototype_distance", embedding=args.embedding_column, label=label)
+    elif score not in ds.column_names and score in KNOWN_SCORES:
+        ds = _dynamics_score(ds, args, label)
     ds = ds.d2.coreset(
         score=score, method=args.method, embedding=args.embedding_column, k=args.k,
         gamma_forward=args.gamma_forward, gamma_reverse=args.gamma_reverse, graph=args.graph,

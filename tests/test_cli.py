@@ -98,3 +98,13 @@ def test_bad_repo_id_is_rejected_before_any_work(tmp_path, sms_csv, monkeypatch,
     assert main(["run", str(sms_csv), "--column", "text", "--keep", "0.5", "--out", str(tmp_path / "o"),
                  "--push-to-hub", "not a/valid//repo"]) == 2
     assert "repo" in capsys.readouterr().err
+
+
+def test_run_with_a_training_dynamics_score(tmp_path, sms_csv):
+    scored = tmp_path / "scored"
+    assert main(["run", str(sms_csv), "--column", "text", "--score", "aum", "--epochs", "3", "--keep", "0.5",
+                 "--k", "5", "--out", str(tmp_path / "small"), "--save-scored", str(scored)]) == 0
+    ds = datasets.load_from_disk(str(scored))
+    aum = np.asarray(ds["aum"])
+    assert np.isfinite(aum).all() and aum.std() > 0
+    assert [s["step"] for s in ds.d2.provenance] == ["embed", "train_dynamics", "coreset"]
