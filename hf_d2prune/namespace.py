@@ -83,6 +83,7 @@ class D2Accessor:
         output_column: str = "embedding",
         batch_size: int = 64,
         normalize: bool = True,
+        dtype: str = "float32",
         device: Optional[str] = None,
         num_proc: Optional[int] = None,
         revision: Optional[str] = None,
@@ -111,9 +112,11 @@ class D2Accessor:
                 ``SentenceTransformer``, a ``torch.nn.Module`` taking ``(B, 3, H, W)`` float
                 tensors in [0, 1] (see ``image_transform``), or any callable mapping a list of
                 values to an array ``(batch, d)``.
-            output_column: name of the new column, ``Sequence(Value("float32"), length=d)``.
+            output_column: name of the new column, ``Sequence(Value(dtype), length=d)``.
             batch_size: rows per forward pass of the model.
             normalize: L2-normalise each vector (cosine geometry; recommended for text).
+            dtype: ``"float32"`` (default) or ``"float16"`` to halve memory and disk; readers
+                (``embeddings()``, ``coreset``) convert back to float32 with one copy.
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: a GPU if present.
             num_proc: CPU processes for ``Dataset.map``; each runs one torch thread on a copy of
                 the model (set it to the number of cores). Not for GPUs.
@@ -159,6 +162,8 @@ class D2Accessor:
                     "num_proc > 1 runs forked CPU workers; for GPUs run one process per device with "
                     "`accelerate launch` instead, or leave num_proc=None."
                 )
+        if dtype not in ("float32", "float16"):
+            raise InvalidParameterError(f"dtype must be 'float32' or 'float16', got {dtype!r}.")
         if not isinstance(output_column, str) or not output_column:
             raise InvalidParameterError(f"output_column must be a non-empty string, got {output_column!r}.")
         if output_column == column:
@@ -179,7 +184,8 @@ class D2Accessor:
         else:
             identity, details = encoder_identity(model, "image" if kind == "image" else "text", revision)
         fingerprint = _fingerprint(ds._fingerprint, "hf_d2prune.embed", column, identity, bool(normalize),
-                                   output_column, None if image_transform is None else _hash_or_name(image_transform))
+                                   output_column, None if image_transform is None else _hash_or_name(image_transform),
+                                   *(() if dtype == "float32" else (dtype,)))
 
         if _cache_hit(ds, fingerprint, load_from_cache_file, cache_file_name, num_proc):
             logger.info("embed: loading '%s' from cache (fingerprint %s)", output_column, fingerprint)
@@ -196,7 +202,7 @@ class D2Accessor:
         features = None
         if encoder is not None:
             features = ds.features.copy()
-            features[output_column] = datasets.Sequence(datasets.Value("float32"), length=encoder.dim)
+            features[output_column] = datasets.Sequence(datasets.Value(dtype), length=encoder.dim)
 
         def embed_batch(values: list, rank: Optional[int] = None) -> dict:
             if rank is not None:
@@ -205,7 +211,7 @@ class D2Accessor:
                 import torch
 
                 torch.set_num_threads(1)
-            return {output_column: encoder(values)}
+            return {output_column: encoder(values).astype(dtype, copy=False)}
 
         source = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
         out = source.map(
@@ -225,7 +231,7 @@ class D2Accessor:
         return with_step(out, {
             "step": "embed", "output": output_column, "column": column, "kind": kind,
             "model": details.get("model"), "model_identity": identity, "model_source": details.get("source"),
-            "revision": revision, "normalize": bool(normalize), "dim": dim,
+            "revision": revision, "normalize": bool(normalize), "dim": dim, "dtype": dtype,
         })
 
     # ------------------------------------------------------------------ scores

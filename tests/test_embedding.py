@@ -240,3 +240,24 @@ def test_num_proc_gives_the_same_embeddings(sms):
     single = ds.d2.embed("text").d2.embeddings()
     multi = ds.d2.embed("text", num_proc=2, map_batch_size=12).d2.embeddings()
     np.testing.assert_allclose(multi, single, atol=1e-5)
+
+
+def test_float16_embeddings_halve_storage_and_keep_the_selection(sms):
+    ds = sms.select(range(400))
+    full = ds.d2.embed("text")
+    half = ds.d2.embed("text", dtype="float16")
+    assert half.features["embedding"] == datasets.Sequence(datasets.Value("float16"), length=384)
+    assert half._fingerprint != full._fingerprint
+    assert half.data.nbytes < 0.6 * full.data.nbytes
+    X16, X32 = half.d2.embeddings(), full.d2.embeddings()
+    assert X16.dtype == np.float32
+    np.testing.assert_allclose(X16, X32, atol=1e-3)
+    ranks = {}
+    for name, d in (("16", half), ("32", full)):
+        scored = d.d2.score("prototype_distance").d2.coreset(score="prototype_distance", k=10)
+        ranks[name] = np.asarray(scored["d2_rank"])
+    kept16 = set(np.flatnonzero((ranks["16"] >= 0) & (ranks["16"] < 120)))
+    kept32 = set(np.flatnonzero((ranks["32"] >= 0) & (ranks["32"] < 120)))
+    assert len(kept16 & kept32) >= 0.9 * 120
+    with pytest.raises(InvalidParameterError, match="dtype must be"):
+        ds.d2.embed("text", dtype="int8")
