@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import ColumnNotFoundError, ColumnTypeError, InvalidValuesError
+from .errors import ColumnNotFoundError, ColumnTypeError, InvalidParameterError, InvalidValuesError
 from .validation import check_finite, describe_rows
 
 if TYPE_CHECKING:
@@ -20,6 +20,11 @@ __all__ = ["column_array", "embedding_matrix", "require_columns"]
 def require_columns(ds: "datasets.Dataset", *columns: str) -> None:
     """Raise :class:`ColumnNotFoundError` naming the first missing column and the available ones."""
     for column in columns:
+        if not isinstance(column, str):
+            raise InvalidParameterError(
+                f"a column name must be a string, got {column!r} ({type(column).__name__}); "
+                f"available: {', '.join(ds.column_names) or '(none)'}."
+            )
         if column not in ds.column_names:
             available = ", ".join(ds.column_names) or "(none)"
             hint = ""

@@ -201,9 +201,12 @@ def _dynamics_score(ds, args: argparse.Namespace, label: Optional[str]):
 
     from .errors import InvalidParameterError
 
+    from .dynamics.api import _labels_and_classes
+
     if label is None:
         raise InvalidParameterError(f"--score {args.score} is a training-dynamics score and needs --label-column.")
-    num_classes = getattr(ds.features[label], "num_classes", None) or int(max(ds[label])) + 1
+    labels, num_classes = _labels_and_classes(ds, label)  # validates before any model is built
+    num_classes = num_classes or int(labels.max()) + 1
     torch.manual_seed(args.seed)
     head = torch.nn.Linear(ds.features[args.embedding_column].length, num_classes)
     ds = ds.d2.train_dynamics(head, label=label, inputs=args.embedding_column, epochs=args.epochs,
@@ -214,8 +217,11 @@ def _dynamics_score(ds, args: argparse.Namespace, label: Optional[str]):
 
 
 def _select(ds, args: argparse.Namespace):
+    from .arrays import require_columns
     from .dynamics.recorder import KNOWN_SCORES
 
+    if args.label_column is not None:
+        require_columns(ds, args.label_column)
     label = _default_column(ds, args.label_column, ["label", "labels"], "label")
     score = args.score
     if score is None:
@@ -256,6 +262,10 @@ def _run(args: argparse.Namespace) -> int:
 
         check_repo_id(args.push_to_hub)  # fail before any embedding
     ds = load_any(args.dataset, split=args.split, config=args.config, revision=args.revision)
+    if isinstance(keep, int) and keep > len(ds):
+        from .errors import InvalidParameterError
+
+        raise InvalidParameterError(f"--keep {keep} rows, but '{args.dataset}' has only {len(ds)} rows.")
     if args.command in ("run", "embed") and (args.command == "embed" or args.embedding_column not in ds.column_names):
         column = _default_column(ds, args.column, ["text", "image", "img", "sentence"], "column")
         if column is None:

@@ -62,7 +62,7 @@ def run_selection(
     from .namespace import _label_array
     from .selection.d2 import d2_order
 
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise InvalidParameterError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}.")
     needs_score, needs_embedding = METHODS[method]
     n = len(ds)
@@ -81,6 +81,7 @@ def run_selection(
     if hard_cutoff > 0 and method not in ("d2", "ccs"):
         raise InvalidParameterError(f"hard_cutoff applies to methods 'd2' and 'ccs', not '{method}'; leave it at 0.")
     check_positive_int(k, "k")
+    seed = check_positive_int(seed, "seed", minimum=0)  # None would make the cached result a lie
     if budget is not None:
         budget = check_positive_int(budget, "budget")
     for name, gamma in (("gamma_forward", gamma_forward), ("gamma_reverse", gamma_reverse)):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from .errors import ColumnTypeError, InvalidParameterError, ModelNotFoundError
+from .errors import ColumnTypeError, InvalidParameterError, InvalidValuesError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +97,29 @@ class Encoder:
     details: dict = field(default_factory=dict)
 
     def __call__(self, values: list) -> np.ndarray:
-        out = np.asarray(self.encode(values), dtype=np.float32)
-        if out.ndim != 2 or out.shape[0] != len(values):
-            raise ValueError(
+        raw = self.encode(values)
+        try:
+            out = np.asarray(raw, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise InvalidValuesError(
+                f"model '{self.name}' returned {type(raw).__name__} values that are not numbers ({err}); "
+                f"an embedding model must return a float array (batch, dim)."
+            ) from None
+        if out.ndim != 2 or out.shape[0] != len(values) or out.shape[1] == 0:
+            raise InvalidValuesError(
                 f"model '{self.name}' returned an array of shape {out.shape} for {len(values)} inputs; "
-                f"an embedding model must return (batch, dim)."
+                f"an embedding model must return (batch, dim) with dim >= 1."
+            )
+        if self.dim is not None and out.shape[1] != self.dim:
+            raise InvalidValuesError(
+                f"model '{self.name}' returned {out.shape[1]}-d vectors for this batch but {self.dim}-d before; "
+                f"every batch must have the same dimension."
+            )
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        if bad.size:  # fail here: NaN written to the column would only surface at selection time
+            raise InvalidValuesError(
+                f"model '{self.name}' returned NaN or inf for {bad.size} of {len(values)} inputs of a batch "
+                f"(e.g. {values[int(bad[0])]!r:.80}); check the model and its inputs."
             )
         return out
 
@@ -239,7 +257,7 @@ def build_encoder(
     if callable(model) and not isinstance(model, (str, os.PathLike)) and not _is_torch_module(model) \
             and not _is_sentence_transformer(model):
         fn = model
-        encode = _normalized(lambda values: np.asarray(fn(values), dtype=np.float32), normalize)
+        encode = _normalized(fn, normalize)
         return Encoder(identity, details["model"], None, encode, details)
     if kind == "text":
         return _text_encoder(model, identity, details, batch_size=batch_size, normalize=normalize,
@@ -270,7 +288,13 @@ def _normalized(encode: Callable[[list], np.ndarray], normalize: bool) -> Callab
         return encode
 
     def wrapped(values: list) -> np.ndarray:
-        out = np.asarray(encode(values), dtype=np.float32)
+        raw = encode(values)
+        try:
+            out = np.asarray(raw, dtype=np.float32)
+        except (TypeError, ValueError):
+            return raw  # Encoder.__call__ names the model and what is wrong with its output
+        if out.ndim != 2:
+            return out
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 

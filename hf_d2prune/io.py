@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .builtin import BUILTIN_DATASETS, load_builtin
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, InvalidValuesError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,19 @@ def load_any(source: str, *, split: str = "train", config: Optional[str] = None,
         if builder is None:
             raise InvalidParameterError(f"cannot read '{source}': use one of {', '.join(_FILE_BUILDERS)}.")
         kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except ValueError as err:
+            if "corresponds to no data" not in str(err):
+                raise
+            raise InvalidValuesError(f"'{source}' holds no rows: there is nothing to prune.") from None
+    if path.suffix.lower() in _FILE_BUILDERS or source.startswith((".", "/", "~")) or path.is_dir():
+        # Looks like a local path, so do not fall through to a confusing Hub lookup.
+        what = "folder has no Dataset.save_to_disk files" if path.is_dir() else "file or folder does not exist"
+        raise InvalidParameterError(
+            f"cannot load '{source}': that {what}. Pass a built-in name ({', '.join(BUILTIN_DATASETS)}), a "
+            f"save_to_disk folder, a data file ({', '.join(_FILE_BUILDERS)}) or a Hub dataset id."
+        )
     return datasets.load_dataset(source, config, split=split, revision=revision)
 
 
@@ -59,20 +71,24 @@ def replace_atomically(out_dir: str | os.PathLike, write: Callable[[Path], None]
     the temporary folder; a completed one replaces ``out_dir`` whole.
     """
     out = Path(out_dir).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output {str(out)!r} is a file; choose a folder (the file is left as it is).")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    backup = None
     try:
         write(tmp)
-        backup = None
         if out.exists():
             backup = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(backup)
         tmp.rename(out)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if backup is not None and backup.exists() and not out.exists():
+            backup.rename(out)  # the swap failed half-way: put the earlier output back
         raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
     return out
 
 

@@ -356,6 +356,62 @@ class D2Accessor:
             max_length=max_length, eval_pass=eval_pass, progress=progress, **score_options,
         )
 
+    # ------------------------------------------------------------------ extrapolation
+    def extrapolate(
+        self,
+        score: str,
+        *,
+        method: str = "knn",
+        embedding: str = "embedding",
+        k: Any = None,
+        weighting: str = "auto",
+        measured: Any = None,
+        output_column: Optional[str] = None,
+        label: Optional[str] = None,
+        index: str = "auto",
+        holdout: float = 0.1,
+        seed: int = 0,
+        max_epochs: int = 100,
+        patience: int = 20,
+        progress: bool = False,
+    ):
+        """Fill the unmeasured rows of a score from its measured neighbours (score extrapolation).
+
+        Schmidt et al., "Effective Data Pruning through Score Extrapolation" (2025): train on a
+        small subset (``train_dynamics(subset=0.1)``), then predict every other row's score from
+        the embedding graph. Measured values are kept bit for bit; ``<score>_measured`` stays
+        False on the filled rows.
+
+        Args:
+            score: the score column with NaN on unmeasured rows.
+            method: ``"knn"`` (mean of the k nearest measured rows, plain or exp(−distance)
+                weighted) or ``"gnn"`` (a 3-layer graph convolutional network over the kNN graph
+                of all rows, trained on the measured rows with early stopping on a held-out part).
+            embedding: the embedding column the neighbours are found in.
+            k: neighbours; kNN default ``"auto"`` (k and weighting chosen by Spearman on a held-out
+                ``holdout`` fraction of the measured rows — never on unmeasured values); GNN
+                default 10.
+            weighting: kNN ``"uniform"``, ``"exp"`` or ``"auto"``.
+            measured: which rows are measured: default the ``<score>_measured`` column; or a bool
+                column name or mask.
+            output_column: write here instead of into ``score``.
+            label: class column added to the GNN's node features (GNN only).
+            index, holdout, seed, max_epochs, patience, progress: search index, held-out fraction,
+                seed, and GNN training limits.
+
+        Returns:
+            A new dataset with the score filled in on every row.
+
+        Example:
+            >>> ds = ds.d2.train_dynamics(head, inputs="embedding", subset=0.2, scores=["tdds"])  # doctest: +SKIP
+            >>> ds = ds.d2.extrapolate("tdds", method="knn")                                     # doctest: +SKIP
+        """
+        from .extrapolation_api import extrapolate
+
+        return extrapolate(self._ds, score, method=method, embedding=embedding, k=k, weighting=weighting,
+                           measured=measured, output_column=output_column, label=label, index=index,
+                           holdout=holdout, seed=seed, max_epochs=max_epochs, patience=patience, progress=progress)
+
     # ------------------------------------------------------------------ selection
     def coreset(
         self,
@@ -444,6 +500,12 @@ class D2Accessor:
                       higher_is_harder=higher_is_harder, n_bins=n_bins, budget=budget, seed=seed)
         columns, record = run_selection(ds, **params)
         if output_column is not None:
+            written = {step.get("output") for step in read_provenance(ds)}
+            if output_column in ds.column_names and output_column not in written:
+                raise InvalidParameterError(
+                    f"output_column '{output_column}' would overwrite a column hf_d2prune did not write; choose "
+                    f"a new name (default: '{method}_rank')."
+                )
             columns = {output_column if name.endswith("_rank") else name: values for name, values in columns.items()}
         rank_column = next(name for name in columns if name.endswith("_rank") or name == output_column)
         out = _add_columns(ds, columns, ("hf_d2prune.coreset", params, output_column))
@@ -459,8 +521,9 @@ class D2Accessor:
             rank_column: read this rank column instead.
 
         Returns:
-            A new dataset with exactly that many rows, every original column kept, rows in their
-            original order (no copy of the data: an indices mapping, like ``Dataset.select``).
+            A new dataset with exactly that many rows — the best-ranked ones — every original column
+            kept, rows in their original order (no copy of the data: an indices mapping, like
+            ``Dataset.select``). On a full ranking this is ``0 <= rank < rows``.
 
         Raises:
             ColumnNotFoundError: no rank column (run ``ds.d2.coreset(...)`` first).
@@ -482,14 +545,26 @@ class D2Accessor:
                 f"column '{rank_column}' not found: run ds.d2.coreset(method='{method}', ...) first.{hint}"
             )
         n_rows = _budget_from_keep(keep, len(ds))
-        ranks = column_array(ds, rank_column, dtype=np.int64)
+        raw = column_array(ds, rank_column)
+        if raw.dtype.kind not in "iu":
+            from .errors import ColumnTypeError
+
+            raise ColumnTypeError(
+                f"'{rank_column}' holds {raw.dtype} values, not ranks; pass a rank column written by "
+                f"ds.d2.coreset (int64, 0 = picked first, -1 = never)."
+            )
+        ranks = raw.astype(np.int64, copy=False)
         ranked = int((ranks >= 0).sum())
         if n_rows > ranked:
             raise InvalidParameterError(
                 f"keep={keep!r} asks for {n_rows} rows but '{rank_column}' ranks only {ranked} of {len(ds)} "
                 f"(the rest were hard-cut or beyond the selection budget); keep at most {ranked} rows."
             )
-        rows = np.flatnonzero((ranks >= 0) & (ranks < n_rows))
+        # The n_rows best-ranked rows: `rank < n_rows` on a full ranking, and still right on a subset
+        # of a ranked dataset (e.g. after ds.select or a split), whose ranks have gaps.
+        candidates = np.flatnonzero(ranks >= 0)
+        best = candidates[np.argsort(ranks[candidates], kind="stable")[:n_rows]]
+        rows = np.sort(best)
         fingerprint = _fingerprint(ds._fingerprint, "hf_d2prune.prune", rank_column, n_rows)
         out = ds.select(rows, new_fingerprint=fingerprint)
         return with_step(out, {"step": "prune", "output": None, "rank_column": rank_column, "keep": keep,
@@ -595,6 +670,13 @@ def _label_array(ds: Any, column: str) -> np.ndarray:
         raise InvalidValuesError(f"label column '{column}' has missing labels in {describe_rows(rows)}; fill or drop them.")
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         return np.unique(np.asarray(arr.to_pylist(), dtype=object).astype(str), return_inverse=True)[1].astype(np.int64)
+    if not (pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type)):
+        from .errors import ColumnTypeError
+
+        raise ColumnTypeError(
+            f"label column '{column}' holds {arr.type} values; class labels must be integers, booleans, strings "
+            f"or a ClassLabel (e.g. ds.class_encode_column('{column}'))."
+        )
     return column_array(ds, column, dtype=np.int64)
 
 

@@ -38,6 +38,13 @@ def read_provenance(ds: "datasets.Dataset") -> list[dict[str, Any]]:
     return json.loads(match.group(1))
 
 
+def _plain(value: Any) -> Any:
+    """JSON fallback: numpy scalars and arrays (``keep=np.float32(0.3)``) as Python values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"provenance value {value!r} ({type(value).__name__}) is not JSON serialisable")
+
+
 def with_step(ds: "datasets.Dataset", step: dict[str, Any]) -> "datasets.Dataset":
     """Return ``ds`` with ``step`` appended to its provenance.
 
@@ -51,7 +58,7 @@ def with_step(ds: "datasets.Dataset", step: dict[str, Any]) -> "datasets.Dataset
     ]
     steps.append({**step, "library_version": library_version()})
     description = _BLOCK.sub("", ds.info.description or "").rstrip()
-    block = f"{_START}{json.dumps(steps, sort_keys=True)}{_END}"
+    block = f"{_START}{json.dumps(steps, sort_keys=True, default=_plain)}{_END}"
     info = copy.deepcopy(ds.info)
     info.description = f"{description}\n\n{block}" if description else block
     ds._info = info  # the new dataset's own info object; datasets has no public setter

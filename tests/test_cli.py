@@ -108,3 +108,14 @@ def test_run_with_a_training_dynamics_score(tmp_path, sms_csv):
     aum = np.asarray(ds["aum"])
     assert np.isfinite(aum).all() and aum.std() > 0
     assert [s["step"] for s in ds.d2.provenance] == ["embed", "train_dynamics", "coreset"]
+
+
+def test_run_with_a_subset_score_extrapolated_to_every_row(tmp_path, sms_csv):
+    scored = tmp_path / "scored"
+    assert main(["run", str(sms_csv), "--column", "text", "--score", "tdds", "--epochs", "11", "--subset", "0.5",
+                 "--keep", "0.5", "--k", "5", "--out", str(tmp_path / "small"), "--save-scored", str(scored)]) == 0
+    ds = datasets.load_from_disk(str(scored))
+    tdds = np.asarray(ds["tdds"])
+    measured = np.asarray(ds["tdds_measured"])
+    assert measured.sum() == 40 and np.isfinite(tdds).all()
+    assert [s["step"] for s in ds.d2.provenance] == ["embed", "train_dynamics", "extrapolate", "coreset"]

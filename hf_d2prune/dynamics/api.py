@@ -255,6 +255,7 @@ def train_dynamics(
         )
     if subset is not None:
         subset = check_fraction(subset, "subset", low=0.0, high=1.0, low_inclusive=False, high_inclusive=True)
+    seed = check_positive_int(seed, "seed", minimum=0)
     labels, num_classes = _labels_and_classes(ds, label)
     make_inputs, input_columns, input_kind = _input_builder(
         ds, inputs, label, collate_fn=collate_fn, tokenizer=tokenizer, processor=processor, max_length=max_length)
@@ -277,7 +278,14 @@ def train_dynamics(
         device = next(model.parameters()).device
         from accelerate.utils import send_to_device
 
-        logits = model_logits(call_model(model, send_to_device(make_inputs(probe_ids), device)))
+        try:
+            logits = model_logits(call_model(model, send_to_device(make_inputs(probe_ids), device)))
+        except RuntimeError as err:  # e.g. a Linear(384, C) head fed 64-d vectors: say which input
+            model.train(was_training)
+            raise InvalidParameterError(
+                f"the model cannot take inputs {input_columns} as built ({input_kind}): {str(err).splitlines()[0]}. "
+                f"Check that the model's input size matches the column, or pass collate_fn=."
+            ) from err
     model.train(was_training)
     width = int(logits.shape[1])
     if num_classes is not None and width != num_classes:
