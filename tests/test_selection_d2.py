@@ -15,6 +15,7 @@ from hf_d2prune.selection._budget import equal_allocation, interleave_by_allocat
 from hf_d2prune.selection.d2 import d2_adjacency, d2_forward, d2_order, d2_reverse_order
 
 DATA = Path(__file__).parent / "data" / "d2_reference"
+REFERENCE_GRAPH = DATA / "sms_directed_graph.npz"
 
 
 def load_case(name):
@@ -294,3 +295,13 @@ def test_errors():
         d2_order(s, x, k=2, hard_cutoff=1.5)
     with pytest.raises(InvalidValuesError, match="own id"):
         d2_forward(s, np.zeros((5, 1), dtype=int), np.zeros((5, 1)))
+
+
+def test_reference_sms_directed_on_the_reference_graph():
+    """Given the graph the reference ranked (tests/data/d2_reference/GRAPH.md), every pick matches."""
+    case = load_case("sms_directed")
+    graph = np.load(REFERENCE_GRAPH)
+    result = d2_order(case["scores"], neighbors=(graph["indices"], graph["distances"]),
+                      gamma_forward=case["gamma_forward"], gamma_reverse=case["gamma_reverse"],
+                      graph="directed", budget=case["keep"])
+    np.testing.assert_array_equal(result.order, case["order"])
