@@ -37,6 +37,14 @@ def _scores(ds: Any, column: str, higher_is_harder: bool, what: str) -> np.ndarr
     return values if higher_is_harder else -values
 
 
+def _minmax(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] preserving order; constant scores become all ones (pure diversity)."""
+    low, high = float(values.min()), float(values.max())
+    if high == low:
+        return np.ones_like(values)
+    return (values - low) / (high - low)
+
+
 def run_selection(
     ds: Any,
     *,
@@ -54,6 +62,7 @@ def run_selection(
     hard_cutoff: float,
     cutoff_score: Optional[str],
     higher_is_harder: bool,
+    scale_scores: bool,
     n_bins: int,
     budget: Optional[int],
     seed: int,
@@ -106,6 +115,8 @@ def run_selection(
             raise InvalidParameterError("D2 needs at least 2 rows (a kNN graph); the dataset has 1. Use method='topk'.")
         if labels is None and k >= n:
             raise InvalidParameterError(f"k={k} must be smaller than the number of rows ({n}); use k <= {n - 1}.")
+        if scale_scores:
+            scores = _minmax(scores)
         result = d2_order(
             scores, X, k=k, gamma_forward=float(gamma_forward), gamma_reverse=float(gamma_reverse), graph=graph,
             squared=squared, labels=labels, hard_cutoff=hard_cutoff,

@@ -430,6 +430,7 @@ class D2Accessor:
         hard_cutoff: float = 0.0,
         cutoff_score: Optional[str] = None,
         higher_is_harder: bool = True,
+        scale_scores: bool = True,
         n_bins: int = 50,
         budget: Optional[int] = None,
         seed: int = 0,
@@ -474,6 +475,11 @@ class D2Accessor:
             cutoff_score: column ranked for the cutoff (default: ``score``).
             higher_is_harder: set ``False`` when ``score`` / ``cutoff_score`` run the other way
                 (raw AUM, confidence): they are negated on purpose, here and only here.
+            scale_scores: D2 only: min-max scale the score to [0, 1] before message passing
+                (default). D2 treats scores as non-negative importance: with negative values the
+                reverse step *raises* the neighbours of a pick instead of lowering them, and stored
+                scores such as −AUM are mostly negative. ``False`` uses the raw values, as the
+                authors' code does (their scores are non-negative).
             n_bins: CCS score bins.
             budget: stop the greedy after this many picks (others get -1); default: rank all.
             seed: random seed (random, ccs, kcenter).
@@ -497,10 +503,14 @@ class D2Accessor:
         params = dict(score=score, method=method, embedding=embedding, k=k, gamma_forward=gamma_forward,
                       gamma_reverse=gamma_reverse, graph=graph, squared=squared, index=index, by=by,
                       label=label, hard_cutoff=hard_cutoff, cutoff_score=cutoff_score,
-                      higher_is_harder=higher_is_harder, n_bins=n_bins, budget=budget, seed=seed)
+                      higher_is_harder=higher_is_harder, scale_scores=scale_scores, n_bins=n_bins,
+                      budget=budget, seed=seed)
         columns, record = run_selection(ds, **params)
         if output_column is not None:
-            written = {step.get("output") for step in read_provenance(ds)}
+            written: set = set()
+            for step in read_provenance(ds):
+                output = step.get("output")
+                written.update(output if isinstance(output, list) else [output])
             if output_column in ds.column_names and output_column not in written:
                 raise InvalidParameterError(
                     f"output_column '{output_column}' would overwrite a column hf_d2prune did not write; choose "

@@ -31,7 +31,7 @@ def _reference_dataset(case: str):
 def test_reference_cases_through_the_public_api(case):
     ds, p = _reference_dataset(case)
     out = ds.d2.coreset(score="score", method="d2", k=p["k"], gamma_forward=p["gamma_forward"],
-                        gamma_reverse=p["gamma_reverse"], graph=p["graph"], index="exact",
+                        gamma_reverse=p["gamma_reverse"], graph=p["graph"], index="exact", scale_scores=False,
                         by="label" if p["class_wise"] else None)
     small = out.d2.prune(keep=int(p["keep"]))
     selected = np.load(REFERENCE / case / "selected.npy")
@@ -92,7 +92,7 @@ def test_one_run_serves_every_budget(blobs):
 def test_d2_forward_and_reverse_on_a_brute_force_graph(blobs):
     """γ = 0 makes every kernel weight 1: forward adds the neighbours' scores, and reverse pushes
     every neighbour of a pick to <= 0, so while positive rows remain, picks are pairwise non-adjacent."""
-    out = blobs.d2.coreset(score="score", method="d2", k=5, gamma_forward=0.0, gamma_reverse=0.0)
+    out = blobs.d2.coreset(score="score", method="d2", k=5, gamma_forward=0.0, gamma_reverse=0.0, scale_scores=False)
     assert out.features["d2_score"] == datasets.Value("float32")
     X = np.asarray(blobs["embedding"], np.float64)
     s = np.asarray(blobs["score"], np.float64)
@@ -226,3 +226,22 @@ def test_one_row_dataset(blobs):
     assert one.d2.coreset(score="score", method="topk").d2.prune(keep=1.0, method="topk")["text"] == ["row 3"]
     with pytest.raises(InvalidParameterError, match="at least 2 rows"):
         one.d2.coreset(score="score")
+
+
+def test_negative_scores_are_scaled_so_picks_stay_diverse(blobs):
+    """Stored −AUM is mostly negative; with raw negative scores the reverse step would raise the
+    neighbours of each pick. Scaled (the default), a shift of the scores changes nothing."""
+    shifted = blobs.map(lambda r: {"shifted": r["score"] - 10.0})
+    a = np.asarray(blobs.d2.coreset(score="score", k=5)["d2_rank"])
+    b = np.asarray(shifted.d2.coreset(score="shifted", k=5)["d2_rank"])
+    np.testing.assert_array_equal(a, b)
+    raw = np.asarray(shifted.d2.coreset(score="shifted", k=5, scale_scores=False)["d2_rank"])
+    assert not np.array_equal(raw, a)
+
+
+def test_output_column_after_train_dynamics(blobs):
+    import torch
+
+    ds = blobs.d2.train_dynamics(torch.nn.Linear(8, 3), inputs="embedding", epochs=2, scores=["aum"], progress=False)
+    out = ds.d2.coreset(score="aum", method="topk", output_column="my_rank")
+    assert sorted(out["my_rank"]) == list(range(100))

