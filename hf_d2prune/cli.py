@@ -9,6 +9,7 @@ import sys
 from typing import Optional, Sequence
 
 from .builtin import BUILTIN_DATASETS
+from .coreset import METHODS
 
 __all__ = ["main", "build_parser"]
 
@@ -68,7 +69,7 @@ def _add_select_options(p: argparse.ArgumentParser) -> None:
                    help="how --subset scores reach the other rows (default: knn)")
     g.add_argument("--lower-is-harder", action="store_true",
                    help="the score column runs the other way (e.g. raw AUM, confidence): flip it on purpose")
-    g.add_argument("--method", default="d2", choices=["d2", "random", "topk", "easiest", "ccs", "moderate", "kcenter"],
+    g.add_argument("--method", default="d2", choices=list(METHODS),
                    help="selection method (default: d2)")
     g.add_argument("--k", type=int, default=10, help="neighbours per row in the kNN graph (default: 10)")
     g.add_argument("--gamma-forward", type=float, default=1.0, help="D2 forward kernel width γ_f (default: 1.0)")

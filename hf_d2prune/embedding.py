@@ -254,8 +254,7 @@ def build_encoder(
 ) -> Encoder:
     """Load the model named by ``model`` for a column of ``kind`` ("text" / "image")."""
     identity, details = encoder_identity(model, kind, revision)
-    if callable(model) and not isinstance(model, (str, os.PathLike)) and not _is_torch_module(model) \
-            and not _is_sentence_transformer(model):
+    if is_plain_callable(model):
         fn = model
         encode = _normalized(fn, normalize)
         return Encoder(identity, details["model"], None, encode, details)
@@ -265,6 +264,13 @@ def build_encoder(
     return _image_encoder(model, identity, details, batch_size=batch_size, normalize=normalize,
                           device=device, revision=revision, trust_remote_code=trust_remote_code,
                           image_transform=image_transform)
+
+
+def is_plain_callable(model: Any) -> bool:
+    """True for a user callable ``f(values) -> (batch, d)`` that is neither a name/path nor a model object."""
+    if model is None or isinstance(model, (str, os.PathLike)) or not callable(model):
+        return False
+    return not (_is_torch_module(model) or _is_sentence_transformer(model))
 
 
 def _is_torch_module(obj: Any) -> bool:

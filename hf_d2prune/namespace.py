@@ -150,7 +150,7 @@ class D2Accessor:
         """
         import datasets
 
-        from .embedding import build_encoder, column_kind, encoder_identity
+        from .embedding import build_encoder, column_kind, encoder_identity, is_plain_callable
 
         ds = self._ds
         require_columns(ds, column)
@@ -172,7 +172,7 @@ class D2Accessor:
             )
         if len(ds) == 0:
             raise InvalidValuesError(f"the dataset is empty: nothing to embed in column '{column}'.")
-        kind = "custom" if _is_plain_callable(model) else column_kind(ds.features[column], column)
+        kind = "custom" if is_plain_callable(model) else column_kind(ds.features[column], column)
         if map_batch_size is None:
             map_batch_size = 4 * batch_size if kind == "image" else 1024
         map_batch_size = check_positive_int(map_batch_size, "map_batch_size")
@@ -706,14 +706,6 @@ def _add_columns(ds: Any, columns: dict, fingerprint_parts: tuple) -> Any:
         out = out.add_column(name, values.astype(dtype, copy=False), feature=feature,
                              new_fingerprint=_fingerprint(fingerprint, position))
     return out
-
-
-def _is_plain_callable(model: Any) -> bool:
-    if model is None or isinstance(model, (str, os.PathLike)) or not callable(model):
-        return False
-    from .embedding import _is_sentence_transformer, _is_torch_module
-
-    return not (_is_torch_module(model) or _is_sentence_transformer(model))
 
 
 def _hash_or_name(obj: Any) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 from .errors import InvalidParameterError, InvalidValuesError
@@ -58,12 +56,3 @@ def check_fraction(value: float, name: str, *, low: float = 0.0, high: float = 1
         interval = f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
         raise InvalidParameterError(f"{name} must lie in {interval}, got {value}.")
     return value
-
-
-def check_same_length(arrays: Sequence[tuple[str, np.ndarray]]) -> int:
-    """Raise unless every named array has the same first dimension; return that length."""
-    lengths = {name: len(a) for name, a in arrays}
-    if len(set(lengths.values())) > 1:
-        detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
-        raise InvalidValuesError(f"inputs must have one row each per example; got lengths {detail}.")
-    return next(iter(lengths.values()))
