@@ -14,7 +14,7 @@ from .validation import check_finite, describe_rows
 if TYPE_CHECKING:
     import datasets
 
-__all__ = ["column_array", "embedding_matrix", "require_columns"]
+__all__ = ["column_array", "embedding_blocks", "embedding_matrix", "require_columns"]
 
 
 def require_columns(ds: "datasets.Dataset", *columns: str) -> None:
@@ -64,39 +64,8 @@ def column_array(ds: "datasets.Dataset", column: str, *, dtype: "np.dtype | str 
     return out.astype(dtype, copy=False) if dtype is not None else out
 
 
-def embedding_matrix(
-    ds: "datasets.Dataset",
-    column: str = "embedding",
-    *,
-    dtype: "np.dtype | str" = np.float32,
-    check_values: bool = True,
-) -> np.ndarray:
-    """Return an embedding column as one C-contiguous ``(n, d)`` array.
-
-    The values are taken from Arrow buffers in bulk: a single-chunk fixed-size column of the
-    requested dtype is returned as a zero-copy, read-only view of the (memory-mapped) data;
-    otherwise exactly one contiguous copy is made. No Python-level loop over rows.
-
-    Args:
-        ds: the dataset.
-        column: a column of equal-length numeric vectors (``Sequence(Value("float32"), length=d)``
-            as written by ``ds.d2.embed``, or any list-of-numbers column).
-        dtype: dtype of the result (default float32).
-        check_values: raise on NaN/inf.
-
-    Returns:
-        ``np.ndarray`` of shape ``(len(ds), d)``.
-
-    Raises:
-        ColumnNotFoundError: ``column`` is missing.
-        ColumnTypeError: the column does not hold numeric vectors.
-        InvalidValuesError: empty dataset, missing rows, vectors of unequal length, NaN/inf.
-
-    Example:
-        >>> X = ds.d2.embeddings()          # doctest: +SKIP
-        >>> X.shape, X.dtype                # doctest: +SKIP
-        ((5574, 384), dtype('float32'))
-    """
+def _embedding_column(ds: "datasets.Dataset", column: str) -> tuple[pa.ChunkedArray, int]:
+    """Validate an embedding column; return its Arrow data and the vector length."""
     require_columns(ds, column)
     if len(ds) == 0:
         raise InvalidValuesError(f"the dataset is empty: column '{column}' has no rows.")
@@ -128,13 +97,85 @@ def embedding_matrix(
             )
     if d == 0:
         raise InvalidValuesError(f"column '{column}' holds empty vectors.")
+    return arr, d
 
+
+def _chunk_views(arr: pa.ChunkedArray, d: int) -> list[np.ndarray]:
     # `flatten` respects chunk offsets (sliced arrays); `to_numpy` is zero-copy for null-free numerics.
-    parts = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in arr.chunks]
-    flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    matrix = flat.reshape(len(ds), d)
-    if matrix.dtype != np.dtype(dtype) or not matrix.flags.c_contiguous:
-        matrix = np.ascontiguousarray(matrix, dtype=dtype)
+    return [chunk.flatten().to_numpy(zero_copy_only=False).reshape(-1, d) for chunk in arr.chunks if len(chunk)]
+
+
+def embedding_blocks(ds: "datasets.Dataset", column: str = "embedding") -> list[np.ndarray]:
+    """Return an embedding column as a list of ``(n_i, d)`` row blocks, without copying.
+
+    One block per Arrow record batch: for a dataset memory-mapped from disk (after
+    ``embed``, ``load_from_disk`` or the ``datasets`` cache) each block is a read-only view of
+    the file, so reading a million-row column costs no memory until its pages are touched.
+    float32 and float16 columns are returned as stored; other numeric types are converted to
+    float32 block by block. Rows are in dataset order (an indices mapping from
+    ``select``/``shuffle``/``filter`` is applied, which copies the selected rows once).
+    :func:`hf_d2prune.graph.knn_graph` and D2 take the list as it is. Values are not checked
+    for NaN/inf here (the graph does it block by block).
+
+    Raises:
+        The same errors as :func:`embedding_matrix`, before anything is read.
+
+    Example:
+        >>> blocks = embedding_blocks(ds)          # doctest: +SKIP
+        >>> sum(len(b) for b in blocks) == len(ds) # doctest: +SKIP
+        True
+    """
+    arr, d = _embedding_column(ds, column)
+    blocks = _chunk_views(arr, d)
+    return [b if b.dtype in (np.float32, np.float16) else b.astype(np.float32) for b in blocks]
+
+
+def embedding_matrix(
+    ds: "datasets.Dataset",
+    column: str = "embedding",
+    *,
+    dtype: "np.dtype | str" = np.float32,
+    check_values: bool = True,
+) -> np.ndarray:
+    """Return an embedding column as one C-contiguous ``(n, d)`` array.
+
+    The values are taken from Arrow buffers in bulk: a single-chunk fixed-size column of the
+    requested dtype is returned as a zero-copy, read-only view of the (memory-mapped) data;
+    otherwise exactly one contiguous copy is made (see :func:`embedding_blocks` for a reader
+    that never copies). No Python-level loop over rows.
+
+    Args:
+        ds: the dataset.
+        column: a column of equal-length numeric vectors (``Sequence(Value("float32"), length=d)``
+            as written by ``ds.d2.embed``, or any list-of-numbers column).
+        dtype: dtype of the result (default float32).
+        check_values: raise on NaN/inf.
+
+    Returns:
+        ``np.ndarray`` of shape ``(len(ds), d)``.
+
+    Raises:
+        ColumnNotFoundError: ``column`` is missing.
+        ColumnTypeError: the column does not hold numeric vectors.
+        InvalidValuesError: empty dataset, missing rows, vectors of unequal length, NaN/inf.
+
+    Example:
+        >>> X = ds.d2.embeddings()          # doctest: +SKIP
+        >>> X.shape, X.dtype                # doctest: +SKIP
+        ((5574, 384), dtype('float32'))
+    """
+    arr, d = _embedding_column(ds, column)
+    parts = _chunk_views(arr, d)
+    if len(parts) == 1:
+        matrix = parts[0]
+        if matrix.dtype != np.dtype(dtype) or not matrix.flags.c_contiguous:
+            matrix = np.ascontiguousarray(matrix, dtype=dtype)
+    else:
+        matrix = np.empty((len(ds), d), dtype=dtype)  # one copy, converted block by block
+        offset = 0
+        for part in parts:
+            matrix[offset:offset + len(part)] = part
+            offset += len(part)
     if check_values:
         check_finite(matrix, f"column '{column}'")
     return matrix

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .arrays import column_array, embedding_matrix, require_columns
+from .arrays import column_array, embedding_blocks, embedding_matrix, require_columns
 from .errors import InvalidParameterError
 from .validation import check_finite, check_fraction, check_positive_int
 
@@ -107,7 +107,17 @@ def run_selection(
             raise InvalidParameterError("hard_cutoff > 0 needs cutoff_score=<column> (or score=<column>).")
         cutoff = _scores(ds, cutoff_column, higher_is_harder, "cutoff_score")
     labels = _label_array(ds, by) if by is not None else None
-    X = embedding_matrix(ds, embedding) if needs_embedding else None
+    if not needs_embedding:
+        X = None
+    elif method == "d2":
+        from .graph import RowBlocks
+
+        # D2 reads the column's record batches in place: a memory-mapped dataset is never
+        # copied into one matrix. The values are checked block by block.
+        X = RowBlocks(embedding_blocks(ds, embedding), name=f"column '{embedding}'")
+        X.check_finite()
+    else:
+        X = embedding_matrix(ds, embedding)
     record: dict = {}
 
     if method == "d2":

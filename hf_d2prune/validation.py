@@ -17,22 +17,38 @@ def describe_rows(indices: np.ndarray, limit: int = 5) -> str:
     return f"{indices.size} row{'s' if indices.size != 1 else ''} (first: {first}{more})"
 
 
+def nonfinite_rows(values: np.ndarray, block_rows: int = 65536) -> np.ndarray:
+    """Indices of the rows (first axis) of ``values`` that hold NaN or ±inf.
+
+    Works block by block with a cheap sum test first, so checking a large matrix needs no
+    temporary of its size.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind not in "fc":
+        return np.empty(0, dtype=np.int64)
+    if values.ndim == 0:
+        return np.array([0]) if not np.isfinite(values) else np.empty(0, dtype=np.int64)
+    rows = values.reshape(values.shape[0], -1)
+    bad = []
+    for lo in range(0, rows.shape[0], block_rows):
+        block = rows[lo:lo + block_rows]
+        if np.isfinite(block.sum(dtype=np.complex128 if block.dtype.kind == "c" else np.float64)):
+            continue  # a sum of finite values can overflow, never the other way round
+        bad.append(np.flatnonzero(~np.isfinite(block).all(axis=1)) + lo)
+    return np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
+
+
 def check_finite(values: np.ndarray, name: str) -> None:
     """Raise :class:`InvalidValuesError` if ``values`` holds NaN or ±inf.
 
     The message gives how many rows are affected and the first few row indices.
     """
-    values = np.asarray(values)
-    if values.dtype.kind not in "fc":
-        return
-    finite = np.isfinite(values)
-    if finite.all():
-        return
-    bad_rows = np.flatnonzero(~finite.reshape(finite.shape[0], -1).all(axis=1)) if values.ndim else np.array([0])
-    raise InvalidValuesError(
-        f"{name} holds NaN or inf in {describe_rows(bad_rows)}; "
-        f"drop or fix those rows first (e.g. ds.filter) or recompute them."
-    )
+    bad_rows = nonfinite_rows(values)
+    if bad_rows.size:
+        raise InvalidValuesError(
+            f"{name} holds NaN or inf in {describe_rows(bad_rows)}; "
+            f"drop or fix those rows first (e.g. ds.filter) or recompute them."
+        )
 
 
 def check_positive_int(value: int, name: str, *, minimum: int = 1) -> int:

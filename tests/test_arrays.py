@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import hf_d2prune  # noqa: F401
-from hf_d2prune.arrays import column_array, embedding_matrix
+from hf_d2prune.arrays import column_array, embedding_blocks, embedding_matrix
 from hf_d2prune.errors import ColumnNotFoundError, ColumnTypeError, InvalidValuesError
 
 
@@ -68,3 +68,30 @@ def test_wrong_types_and_missing_columns():
 def test_column_array_respects_selection():
     ds = datasets.Dataset.from_dict({"score": [0.5, 1.5, 2.5, 3.5]}).select([3, 1])
     np.testing.assert_array_equal(column_array(ds, "score"), [3.5, 1.5])
+
+
+def test_blocks_of_a_memory_mapped_dataset_are_views_of_the_file(tmp_path):
+    X = np.random.default_rng(1).normal(size=(2500, 8)).astype(np.float32)
+    _fixed(X).save_to_disk(str(tmp_path / "ds"))  # written in record batches of 1,000 rows
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    blocks = embedding_blocks(ds)
+    assert [len(b) for b in blocks] == [len(c) for c in ds.data.column("embedding").chunks]
+    assert len(blocks) > 1
+    np.testing.assert_array_equal(np.concatenate(blocks), X)
+    addresses = [c.values.buffers()[1].address + c.values.offset * 4 for c in ds.data.column("embedding").chunks]
+    assert [b.__array_interface__["data"][0] for b in blocks] == addresses  # no copy
+    assert not any(b.flags.writeable for b in blocks)
+    # D2 on the blocks equals D2 on one contiguous copy of the matrix
+    ds = ds.add_column("score", np.random.default_rng(2).random(len(ds)).astype(np.float32))
+    in_memory = datasets.Dataset.from_dict({"embedding": X, "score": ds["score"]})
+    np.testing.assert_array_equal(ds.d2.coreset(score="score", k=5)["d2_rank"],
+                                  in_memory.d2.coreset(score="score", k=5)["d2_rank"])
+
+
+def test_float16_blocks_stay_float16():
+    X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float16)
+    ds = datasets.Dataset.from_dict({"embedding": X}, features=datasets.Features(
+        {"embedding": datasets.Sequence(datasets.Value("float16"), length=4)}))
+    blocks = embedding_blocks(ds)
+    assert blocks[0].dtype == np.float16
+    np.testing.assert_array_equal(np.concatenate(blocks), X)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hf_d2prune.errors import InvalidParameterError, InvalidValuesError
-from hf_d2prune.graph import estimate_memory, knn_graph, recall_at_k
+from hf_d2prune.graph import RowBlocks, estimate_memory, knn_graph, recall_at_k
 
 DATA = Path(__file__).parent / "data" / "d2_reference"
 
@@ -146,3 +146,79 @@ def test_recall_at_k():
     assert recall_at_k(np.array([[1, 2], [0, 3]]), np.array([[2, 1], [0, 2]])) == 0.75
     with pytest.raises(InvalidValuesError):
         recall_at_k(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------------- row blocks
+
+def _split(x, sizes):
+    bounds = np.cumsum([0] + list(sizes))
+    return [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def test_row_blocks_reads_ranges_and_ids_across_blocks():
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    rb = RowBlocks(_split(x, [3, 1, 6]))
+    assert rb.shape == (10, 4)
+    np.testing.assert_array_equal(rb.rows(2, 7), x[2:7])
+    assert np.shares_memory(rb.rows(4, 9), x)  # inside one float32 block: a view
+    ids = np.array([[9, 0, 3], [3, 3, 5]])
+    np.testing.assert_array_equal(rb.take(ids), x[ids])
+    np.testing.assert_array_equal(rb.dense(), x)
+    np.testing.assert_array_equal(rb.subset(np.array([1, 4, 8])).dense(), x[[1, 4, 8]])
+    assert rb.subset(np.arange(10)) is rb
+
+
+def test_row_blocks_name_the_global_row_with_nan():
+    x = np.ones((10, 3), dtype=np.float32)
+    x[7, 1] = np.nan
+    with pytest.raises(InvalidValuesError, match=r"1 row \(first: 7\)"):
+        knn_graph(_split(x, [5, 5]), 2)
+
+
+def test_blocks_give_the_graph_of_the_whole_matrix(sms):
+    import faiss
+
+    x = sms[:1500]
+    blocks = _split(x, [700, 1, 500, 299])
+    threads = faiss.omp_get_max_threads()
+    for index in ("exact", "hnsw", "ivf"):
+        faiss.omp_set_num_threads(1)  # bit-identical approximate builds
+        try:
+            a = knn_graph(x, 6, index=index, nlist=8)
+            b = knn_graph(blocks, 6, index=index, nlist=8)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_float16_blocks_are_converted_block_by_block(sms):
+    x16 = sms[:1000].astype(np.float16)
+    whole = knn_graph(x16.astype(np.float32), 5, index="exact")
+    blocks = knn_graph(_split(x16, [400, 600]), 5, index="exact")
+    np.testing.assert_array_equal(whole[0], blocks[0])
+
+
+@pytest.mark.parametrize("storage", ["flat", "fp16", "sq8"])
+def test_hnsw_storage_recall_and_exact_distances(sms, storage):
+    exact, _ = knn_graph(sms, 10, index="exact")
+    approx, dist = knn_graph(sms, 10, index="hnsw", storage=storage)
+    assert recall_at_k(approx, exact) >= 0.95
+    # whatever the storage, the distances of the neighbours found are exact
+    x = sms.astype(np.float64)
+    true = np.sqrt(((x[approx] - x[:, None, :]) ** 2).sum(-1))
+    np.testing.assert_allclose(dist, true, rtol=0, atol=1e-6)
+    assert (np.diff(dist, axis=1) >= 0).all()
+
+
+def test_unknown_storage_is_refused(sms):
+    with pytest.raises(InvalidParameterError, match="storage"):
+        knn_graph(sms[:50], 3, index="hnsw", storage="pq")
+
+
+def test_estimate_memory_storage_and_blocks():
+    flat = estimate_memory(1_000_000, 384, index="hnsw", storage="flat")
+    fp16 = estimate_memory(1_000_000, 384, index="hnsw", storage="fp16")
+    assert flat["index"] - fp16["index"] == 1_000_000 * 384 * 2
+    assert estimate_memory(10_000, 384, index="exact", blocks=3)["conversion"] == 10_000 * 384 * 4
+    assert estimate_memory(10_000, 384, index="exact")["conversion"] == 0

@@ -49,7 +49,7 @@ if HAVE_NUMBA:
             start[i + 1] += start[i]
         fill = start[:-1].copy()
         nbr = np.empty(2 * m, dtype=np.int64)
-        dd = np.empty(2 * m, dtype=np.float64)
+        dd = np.empty(2 * m, dtype=np.float32)
         for e in range(m):
             a = source[e]
             b = target[e]
@@ -82,14 +82,20 @@ if HAVE_NUMBA:
                     dd[out] = dd[p]
                     out += 1
             indptr[i + 1] = out
-        return indptr, nbr[:out].copy(), dd[:out].copy()
+        return indptr, nbr[:out], dd[:out]
 
 
 def csr_adjacency(n: int, source, target, dist, graph: str):
-    """Return ``(indptr, neighbours, distances)``; ``source`` must be sorted ascending."""
+    """Return ``(indptr, neighbours, distances)``; ``source`` must be sorted ascending.
+
+    Distances are float32. The symmetric arrays are views of the build buffers (sized for both
+    directions of every edge), which avoids a second copy at the peak.
+    """
     source = np.ascontiguousarray(source, dtype=np.int64)
     target = np.ascontiguousarray(target, dtype=np.int64)
-    dist = np.ascontiguousarray(dist, dtype=np.float64)
+    # float32: the distances come from float32 vectors and feed float32 kernels; min() of two
+    # directions commutes with the cast, so nothing is lost against float64.
+    dist = np.ascontiguousarray(dist, dtype=np.float32)
     if graph == "symmetric":
         if HAVE_NUMBA:
             return _symmetric_numba(n, source, target, dist)

@@ -23,6 +23,7 @@ exact heap greedy (:mod:`._greedy`), O(n·k·log n).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,7 +98,7 @@ def _check_neighbours(indices, distances, n: int) -> tuple[np.ndarray, np.ndarra
 def _edges(indices: np.ndarray, distances: np.ndarray):
     """kNN matrices -> flat (source, target, distance) edge arrays."""
     n, k = indices.shape
-    return np.repeat(np.arange(n, dtype=np.int64), k), indices.ravel(), distances.ravel().astype(np.float64)
+    return np.repeat(np.arange(n, dtype=np.int64), k), indices.ravel(), distances.ravel().astype(np.float32)
 
 
 def d2_adjacency(indices, distances, *, graph: GraphKind = "symmetric"):
@@ -108,7 +109,7 @@ def d2_adjacency(indices, distances, *, graph: GraphKind = "symmetric"):
         graph: ``"symmetric"`` (union of both directions) or ``"directed"`` (out-neighbours).
 
     Returns:
-        int64 ``indptr`` (n+1,), int64 neighbour ids, float64 distances; row ``i``'s neighbours
+        int64 ``indptr`` (n+1,), int64 neighbour ids, float32 distances; row ``i``'s neighbours
         are ``neighbours[indptr[i]:indptr[i+1]]``, in ascending id order.
     """
     _check_graph_kind(graph)
@@ -230,18 +231,24 @@ def _d2_block(scores, rows, embeddings, neighbours, *, k, gamma_forward, gamma_r
         target = local[sub_idx.ravel()]
         source = np.repeat(np.arange(m, dtype=np.int64), sub_idx.shape[1])
         keep = target >= 0
-        edges = source[keep], target[keep], sub_dist.ravel()[keep].astype(np.float64)
+        edges = source[keep], target[keep], sub_dist.ravel()[keep].astype(np.float32)
     else:
         from ..graph import knn_graph
 
         k_eff = min(k, m - 1)
         if k_eff < k:
             logger.info("D2: k=%d clamped to %d for a group of %d rows", k, k_eff, m)
-        indices, distances = knn_graph(embeddings[rows], k_eff, index=index, seed=seed)
+        indices, distances = knn_graph(embeddings.subset(rows), k_eff, index=index, seed=seed)
         edges = _edges(indices, distances)
+        del indices, distances
+    t0 = time.perf_counter()
     indptr, nbrs, dist = _csr(m, *edges, graph)
+    del edges
     forward = _forward_csr(s, indptr, nbrs, dist, gamma_forward, graph, squared)
+    t1 = time.perf_counter()
     picks = reverse_greedy(forward, indptr, nbrs, _kernel(dist, gamma_reverse, squared), budget)
+    logger.info("D2 on %d rows: forward %.2f s (with the adjacency), reverse %.2f s, %d picks",
+                m, t1 - t0, time.perf_counter() - t1, len(picks))
     return rows[picks], forward
 
 
@@ -268,7 +275,8 @@ def d2_order(
         scores: ``(n,)`` importance scores, higher = keep (flip harder/easier before calling).
             Constant scores give pure diversity (coverage) selection.
         embeddings: ``(n, d)`` vectors the kNN graph is built on (exact search by default, so
-            results match the reference). Not needed when ``neighbors`` is given.
+            results match the reference), as one array or a list of row blocks read in place
+            (see :class:`hf_d2prune.graph.RowBlocks`). Not needed when ``neighbors`` is given.
         neighbors: precomputed ``(indices, distances)`` ``(n, k')`` graph over all ``n`` rows
             (self excluded); used as is (``k`` is ignored). Not combinable with ``labels``.
         k: neighbours per row; clamped to ``group size - 1`` for small groups.
@@ -314,11 +322,12 @@ def d2_order(
         k = check_positive_int(k, "k")
         if embeddings is None:
             raise InvalidParameterError("d2_order needs embeddings= (to build the kNN graph) or neighbors=.")
-        from ..graph import _as_float32_matrix
+        from ..graph import RowBlocks
 
-        embeddings = _as_float32_matrix(embeddings)
-        if embeddings.shape[0] != n:
-            raise InvalidValuesError(f"embeddings has {embeddings.shape[0]} rows but scores has {n}.")
+        embeddings = RowBlocks.of(embeddings)
+        if len(embeddings) != n:
+            raise InvalidValuesError(f"embeddings has {len(embeddings)} rows but scores has {n}.")
+        embeddings.check_finite()
     else:
         if labels is not None:
             raise InvalidParameterError(
