@@ -119,7 +119,8 @@ class D2Accessor:
                 (``embeddings()``, ``coreset``) convert back to float32 with one copy.
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default: a GPU if present.
             num_proc: CPU processes for ``Dataset.map``; each runs one torch thread on a copy of
-                the model (set it to the number of cores). Not for GPUs.
+                the model (set it to the number of cores). Not for GPUs, and not inside a
+                distributed launch (which already splits the rows across its processes).
             revision: model revision (branch, tag or commit) for Hub models.
             trust_remote_code: allow custom model code from the Hub (off unless you ask).
             image_transform: for a ``torch.nn.Module``: maps a list of images to the batch tensor.
@@ -136,12 +137,26 @@ class D2Accessor:
         Raises:
             ColumnNotFoundError: ``column`` is missing (the message lists the columns).
             ColumnTypeError: the column holds neither text nor images.
-            InvalidParameterError: ``batch_size`` or ``num_proc`` out of range.
+            InvalidParameterError: ``batch_size`` or ``num_proc`` out of range, or ``num_proc > 1``
+                inside a distributed launch.
             InvalidValuesError: the dataset is empty.
             ModelNotFoundError: the model cannot be found locally or on the Hub.
 
         ``None`` texts are embedded as the empty string ``""`` (the model's own embedding of an
         empty input); a ``None`` image raises ColumnTypeError before the model runs.
+
+        Several processes: under ``accelerate launch`` or ``torchrun`` (``torch.distributed``
+        initialised, or ``WORLD_SIZE`` > 1; gloo on CPU, NCCL on GPUs) every process must make the
+        same call on the same dataset. The rows are split into one contiguous shard per process;
+        each process encodes its shard with its own copy of the model on its own device
+        (``device=None`` or ``"cuda"`` means ``cuda:<local rank>``); the vectors are gathered to
+        every process by row index (in chunks of bounded size, nothing large is pickled), and
+        every process returns the same dataset, equal to a single-process run up to float
+        rounding. The fingerprint and cache file are those of a single-process run: the main
+        process alone writes the file, the others wait for it and load it (an in-memory dataset,
+        or one whose cache is disabled, is built by each process itself). When every process
+        finds the file already written, each loads it and no model is loaded. An error in one
+        process is raised in all of them. The provenance records ``num_processes``.
 
         Example:
             >>> ds = ds.d2.embed("text")                          # doctest: +SKIP
@@ -150,6 +165,7 @@ class D2Accessor:
         """
         import datasets
 
+        from .distributed import current_processes, launched
         from .embedding import build_encoder, column_kind, encoder_identity, is_plain_callable
 
         ds = self._ds
@@ -157,6 +173,12 @@ class D2Accessor:
         batch_size = check_positive_int(batch_size, "batch_size")
         if num_proc is not None:
             num_proc = check_positive_int(num_proc, "num_proc")
+            if num_proc > 1 and launched():
+                raise InvalidParameterError(
+                    f"num_proc={num_proc} forks CPU workers inside each process of this distributed launch "
+                    f"(accelerate launch / torchrun), which already shards the rows across its processes; use one "
+                    f"or the other: leave num_proc=None under the launch, or run a single process with num_proc."
+                )
             if num_proc > 1 and device is not None and str(device).startswith("cuda"):
                 raise InvalidParameterError(
                     "num_proc > 1 runs forked CPU workers; for GPUs run one process per device with "
@@ -186,6 +208,24 @@ class D2Accessor:
         fingerprint = _fingerprint(ds._fingerprint, "hf_d2prune.embed", column, identity, bool(normalize),
                                    output_column, None if image_transform is None else _hash_or_name(image_transform),
                                    *(() if dtype == "float32" else (dtype,)))
+
+        def record(out: Any, details: dict, num_processes: int) -> Any:
+            return with_step(out, {
+                "step": "embed", "output": output_column, "column": column, "kind": kind,
+                "model": details.get("model"), "model_identity": identity, "model_source": details.get("source"),
+                "revision": revision, "normalize": bool(normalize), "dim": out.features[output_column].length,
+                "dtype": dtype, "num_processes": num_processes,
+            })
+
+        procs = current_processes()
+        if procs is not None:  # one of several processes of accelerate launch / torchrun
+            out, details = _embed_across_processes(
+                procs, ds, column, kind=kind, model=model, fingerprint=fingerprint, details=details,
+                output_column=output_column, dtype=dtype, batch_size=batch_size, normalize=normalize, device=device,
+                revision=revision, trust_remote_code=trust_remote_code, image_transform=image_transform,
+                map_batch_size=map_batch_size, load_from_cache_file=load_from_cache_file,
+                cache_file_name=cache_file_name)
+            return record(out, details, procs.world)
 
         if _cache_hit(ds, fingerprint, load_from_cache_file, cache_file_name, num_proc):
             logger.info("embed: loading '%s' from cache (fingerprint %s)", output_column, fingerprint)
@@ -227,12 +267,7 @@ class D2Accessor:
             cache_file_name=cache_file_name,
             desc=f"Embedding '{column}' with {details.get('model', 'model')}",
         )
-        dim = out.features[output_column].length
-        return with_step(out, {
-            "step": "embed", "output": output_column, "column": column, "kind": kind,
-            "model": details.get("model"), "model_identity": identity, "model_source": details.get("source"),
-            "revision": revision, "normalize": bool(normalize), "dim": dim, "dtype": dtype,
-        })
+        return record(out, details, 1)
 
     # ------------------------------------------------------------------ scores
     def score(
@@ -747,6 +782,150 @@ def _cache_hit(ds: Any, fingerprint: str, load_from_cache_file: Optional[bool],
     except Exception:  # private API changed: fall back to loading the model
         return False
     return os.path.exists(path)
+
+
+def _shared_cache_path(source: Any, fingerprint: str, cache_file_name: Optional[str]) -> Optional[str]:
+    """The file ``source.map(..., new_fingerprint=fingerprint)`` writes, when every process computes the same path.
+
+    ``None`` for an in-memory dataset without ``cache_file_name`` (kept in memory) and with
+    caching disabled (a randomly named temporary file of the writing process).
+    """
+    from datasets import is_caching_enabled
+
+    if cache_file_name is not None:
+        return str(cache_file_name)
+    if not (is_caching_enabled() and source.cache_files):
+        return None
+    try:
+        return source._get_cache_file_path(fingerprint)
+    except Exception:  # private API changed: every process builds its own copy
+        return None
+
+
+def _embed_across_processes(procs: Any, ds: Any, column: str, *, kind: str, model: Any, fingerprint: str,
+                            details: dict, output_column: str, dtype: str, batch_size: int, normalize: bool,
+                            device: Optional[str], revision: Optional[str], trust_remote_code: bool,
+                            image_transform: Optional[Callable], map_batch_size: int,
+                            load_from_cache_file: Optional[bool], cache_file_name: Optional[str]) -> tuple:
+    """``embed`` in one of several processes of a launch; returns ``(dataset, details)``.
+
+    Every process holds the whole dataset. The processes agree on the row count, the
+    fingerprint (the main process's) and whether the result is already cached: if every
+    process sees the cache file, each loads it and no model is loaded. Otherwise each process
+    encodes one contiguous shard of rows on its own device, the vectors are all-gathered by row
+    index, and the main process alone writes the result, through ``Dataset.map`` with the same
+    fingerprint and cache file as a single-process run. The others wait for it, then load that
+    file (memory-mapped, shared); where there is no shared file (in-memory dataset, caching
+    disabled, a machine that cannot see the file) each builds the column itself, in memory or
+    in a temporary file of its own. A failure in any process is raised in every process.
+    """
+    import datasets
+
+    from .distributed import all_gather_objects, all_gather_rows, exchange, progress_bars, shard_bounds
+    from .embedding import build_encoder
+
+    n = len(ds)
+    views = all_gather_objects((n, fingerprint))
+    if len({rows for rows, _ in views}) > 1:
+        raise InvalidValuesError(
+            f"embed under a launch of {procs.world} processes: the processes hold datasets of different lengths "
+            f"({', '.join(str(rows) for rows, _ in views)} rows); every process must call embed on the same dataset."
+        )
+    if len({fp for _, fp in views}) > 1:
+        logger.warning("embed: the %d processes hold datasets with different fingerprints (e.g. an unseeded "
+                       "shuffle, or a map whose function could not be hashed); the rows are assumed to be the "
+                       "same, and the main process's fingerprint is used.", procs.world)
+    fingerprint = views[0][1]
+    source = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
+    name = details.get("model", "model")
+
+    def not_computed(*args: Any) -> dict:
+        raise RuntimeError(f"embed: the cache file of fingerprint {fingerprint} disappeared while it was read")
+
+    hits = all_gather_objects(_cache_hit(ds, fingerprint, load_from_cache_file, cache_file_name, None))
+    if all(hits):
+        # Every process reads the same cache file; nothing is computed or written.
+        logger.info("embed: loading '%s' from cache (fingerprint %s)", output_column, fingerprint)
+        with progress_bars(procs.is_main):
+            out = source.map(not_computed, input_columns=column, batched=True, batch_size=map_batch_size,
+                             new_fingerprint=fingerprint, load_from_cache_file=load_from_cache_file,
+                             cache_file_name=cache_file_name, desc=f"Embedding '{column}' with {name}")
+        return out, details
+
+    # 1. each process encodes its contiguous shard on its own device
+    start, stop = shard_bounds(n, procs.world)[procs.rank]
+    local, error = None, None
+    try:
+        encoder = build_encoder(model, "image" if kind == "image" else "text", batch_size=batch_size,
+                                normalize=normalize, device=procs.compute_device(device), revision=revision,
+                                trust_remote_code=trust_remote_code, image_transform=image_transform)
+        details = {**encoder.details, **details}
+        if encoder.dim is None:
+            encoder.dim = int(encoder(ds.select(range(1), keep_in_memory=True)[column]).shape[1])
+        local = np.empty((stop - start, encoder.dim), dtype=dtype)
+
+        def encode_shard(values: list, indices: list) -> None:
+            rows = np.asarray(indices, dtype=np.int64)
+            local[rows] = encoder(values).astype(dtype, copy=False)
+
+        if stop > start:
+            shard = source.select(range(start, stop), keep_in_memory=True,
+                                  new_fingerprint=_fingerprint(fingerprint, "shard", procs.rank, procs.world))
+            with progress_bars(procs.is_main):
+                shard.map(encode_shard, input_columns=column, with_indices=True, batched=True,
+                          batch_size=map_batch_size, keep_in_memory=True, load_from_cache_file=False,
+                          new_fingerprint=_fingerprint(fingerprint, "encode", procs.rank, procs.world),
+                          desc=f"Embedding '{column}' with {name} (rows {start}-{stop - 1} of {n}, "
+                               f"{procs.world} processes)")
+    except Exception as err:  # raised in every process by exchange, so none waits forever
+        error = err
+    dims = exchange(error, local.shape[1] if local is not None else None, what="embed")
+    if len(set(dims)) > 1:
+        raise InvalidValuesError(
+            f"model '{name}' returned vectors of different sizes in different processes ({dims}); every "
+            f"process must load the same model."
+        )
+
+    # 2. gather the vectors by row index; a process that will load the main's file skips assembling them
+    shared = _shared_cache_path(source, fingerprint, cache_file_name)
+    keep = procs.is_main or shared is None or not procs.single_machine
+    full = all_gather_rows(local, start, n, procs, keep=keep)
+    del local
+    features = source.features.copy()
+    features[output_column] = datasets.Sequence(datasets.Value(dtype), length=dims[0])
+
+    def fill(_: Any, indices: list) -> dict:
+        return {output_column: full[np.asarray(indices, dtype=np.int64)]}
+
+    # fill reads no column; map needs one: a plain value column if there is one, so no image is decoded
+    cheap = next((c for c in source.column_names if isinstance(source.features[c], datasets.Value)), column)
+    write = dict(input_columns=cheap, with_indices=True, batched=True, batch_size=map_batch_size, features=features,
+                 new_fingerprint=fingerprint, desc=f"Writing '{output_column}'")
+
+    # 3. the main process writes (the cache file when there is one); the others wait, then load it
+    out, written, error = None, None, None
+    if procs.is_main:
+        try:
+            out = source.map(fill, load_from_cache_file=load_from_cache_file, cache_file_name=cache_file_name,
+                             **write)
+            written = shared if shared is not None and os.path.exists(shared) else None
+        except Exception as err:
+            error = err
+    written = exchange(error, written, what="embed (writing the result)")[0]
+    if not procs.is_main:
+        with progress_bars(False):
+            if written is not None and os.path.exists(written):
+                out = source.map(not_computed, load_from_cache_file=True, cache_file_name=cache_file_name, **write)
+            elif full is None:
+                raise RuntimeError(
+                    f"embed: process {procs.rank} cannot read the cache file {written or shared} written by "
+                    f"process 0 on the same machine."
+                )
+            elif shared is None:  # in memory, or a temporary file of this process's own
+                out = source.map(fill, load_from_cache_file=False, cache_file_name=cache_file_name, **write)
+            else:  # another machine without the main's file: never write the shared path concurrently
+                out = source.map(fill, load_from_cache_file=False, keep_in_memory=True, **write)
+    return out, details
 
 
 # ----------------------------------------------------------------------------- DatasetDict
