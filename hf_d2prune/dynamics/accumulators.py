@@ -57,13 +57,22 @@ class Batch:
         self._arange = np.arange(len(rows))
 
     @cached_property
-    def log_probs(self) -> np.ndarray:
+    def _softmax_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # One exp pass serves both the probabilities and the log-probabilities.
         shifted = self.logits - self.logits.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        return shifted, exp, total
+
+    @cached_property
+    def log_probs(self) -> np.ndarray:
+        shifted, _, total = self._softmax_parts
+        return shifted - np.log(total)
 
     @cached_property
     def probs(self) -> np.ndarray:
-        return np.exp(self.log_probs)
+        _, exp, total = self._softmax_parts
+        return exp / total
 
     @cached_property
     def p_true(self) -> np.ndarray:

@@ -60,6 +60,23 @@ def _numpy(values: Any, dtype: Any) -> np.ndarray:
     return np.array(values, dtype=dtype)
 
 
+def _keep(values: Any) -> Any:
+    """A private copy of one batch's values, left where they are: a torch tensor stays a tensor
+    (on its device, so a GPU step is not synchronised per batch), anything else becomes numpy."""
+    if hasattr(values, "detach"):
+        return values.detach().clone()
+    return np.array(values)
+
+
+def _joined(parts: list, dtype: Any) -> np.ndarray:
+    """Concatenate kept batches into one numpy array (one device transfer for tensors)."""
+    if hasattr(parts[0], "detach"):
+        import torch
+
+        return _numpy(torch.cat([p.reshape(len(p), -1) if p.ndim > 1 else p.reshape(-1) for p in parts]), dtype)
+    return np.concatenate([np.asarray(p) for p in parts]).astype(dtype, copy=False)
+
+
 class DynamicsRecorder:
     """Accumulates training-dynamics scores online, one batch at a time.
 
@@ -104,6 +121,7 @@ class DynamicsRecorder:
         ]
         self.needs_features = any(f.needs_features for f in self.families)
         self._last_epoch = np.full(self.n_rows, -1, dtype=np.int32)
+        self._slot = np.zeros(self.n_rows, dtype=np.int32)  # scratch for the duplicate check
 
     @property
     def options(self) -> dict[str, Any]:
@@ -114,7 +132,8 @@ class DynamicsRecorder:
         """Feed one batch.
 
         Batches are buffered (up to ``flush_rows`` rows) and folded into the state together, so the
-        per-batch cost is a copy; :meth:`results` folds in whatever is pending.
+        per-batch cost is a copy (torch tensors are copied on their device and moved to the CPU
+        once per flush, not once per batch); :meth:`results` folds in whatever is pending.
 
         Args:
             row_ids: (B,) ints in [0, n_rows), unique within the epoch.
@@ -128,18 +147,20 @@ class DynamicsRecorder:
             InvalidValuesError: shapes disagree, ids or labels out of range, a row presented twice
                 in one epoch, non-finite logits (raised when the buffer is folded in).
         """
-        rows = _numpy(row_ids, np.int64).ravel()
-        logits = _numpy(logits, None)
-        labels = _numpy(labels, np.int64).ravel()
-        if logits.ndim != 2 or logits.shape != (len(rows), self.num_classes) or len(labels) != len(rows):
+        rows, logits, labels = _keep(row_ids), _keep(logits), _keep(labels)
+        if rows.ndim != 1:
+            rows = rows.reshape(-1)
+        if labels.ndim != 1:
+            labels = labels.reshape(-1)
+        if logits.ndim != 2 or tuple(logits.shape) != (len(rows), self.num_classes) or len(labels) != len(rows):
             raise InvalidValuesError(
                 f"update() needs row_ids (B,), logits (B, {self.num_classes}) and labels (B,); got "
-                f"{rows.shape}, {logits.shape}, {labels.shape}."
+                f"{tuple(rows.shape)}, {tuple(logits.shape)}, {tuple(labels.shape)}."
             )
         if self.needs_features:
             if features is None:
                 raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update().")
-            features = _numpy(features, None).reshape(len(rows), -1)
+            features = _keep(features).reshape(len(rows), -1)
         if len(rows) == 0:
             return
         self._pending.append((int(epoch), rows, logits, labels, features))
@@ -157,10 +178,9 @@ class DynamicsRecorder:
             while stop < len(pending) and pending[stop][0] == epoch:
                 stop += 1
             group = pending[start:stop]
-            features = None if group[0][4] is None else np.concatenate([g[4] for g in group]).astype(np.float64)
-            self._fold(epoch, np.concatenate([g[1] for g in group]),
-                       np.concatenate([g[2] for g in group]).astype(np.float64),
-                       np.concatenate([g[3] for g in group]), features)
+            features = None if group[0][4] is None else _joined([g[4] for g in group], np.float64)
+            self._fold(epoch, _joined([g[1] for g in group], np.int64), _joined([g[2] for g in group], np.float64),
+                       _joined([g[3] for g in group], np.int64), features)
             start = stop
 
     def _fold(self, epoch: int, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray,
@@ -174,9 +194,12 @@ class DynamicsRecorder:
         if not finite.all():
             raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[~finite])} at epoch {epoch}; the training diverged.")
         repeated = self._last_epoch[rows] >= epoch
-        ids, counts = np.unique(rows, return_counts=True)
-        if repeated.any() or len(ids) != len(rows):
-            bad = rows[repeated] if repeated.any() else ids[counts > 1]
+        # Duplicates inside this fold, in O(B) without sorting: the last write of each id wins.
+        position = np.arange(len(rows))
+        self._slot[rows] = position
+        duplicated = self._slot[rows] != position
+        if repeated.any() or duplicated.any():
+            bad = rows[repeated] if repeated.any() else np.unique(rows[duplicated])
             raise InvalidValuesError(
                 f"{describe_rows(bad)} presented twice in epoch {epoch} (or epochs went backwards); "
                 f"feed each row at most once per epoch (with several processes, gather by row id "
