@@ -51,7 +51,8 @@ def _add_embed_options(p: argparse.ArgumentParser, *, required_column: bool) -> 
     g.add_argument("--batch-size", type=int, default=64, help="rows per forward pass (default: 64)")
     g.add_argument("--no-normalize", action="store_true", help="keep raw vectors instead of L2-normalising them")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: a GPU if present)")
-    g.add_argument("--num-proc", type=int, default=None, help="processes for Dataset.map")
+    g.add_argument("--num-proc", type=int, default=None,
+                   help="CPU processes for embedding (Dataset.map) and for the partitions of --partitions")
 
 
 def _add_select_options(p: argparse.ArgumentParser) -> None:
@@ -81,6 +82,10 @@ def _add_select_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--hard-cutoff", type=float, default=0.0,
                    help="drop this fraction of rows with the lowest --cutoff-score before selecting (CCS); default 0")
     g.add_argument("--cutoff-score", default=None, help="column ranked for --hard-cutoff (default: the score column)")
+    g.add_argument("--partitions", type=int, default=None,
+                   help="D2 inside this many k-means partitions, budgets proportional to size (default: one global run)")
+    g.add_argument("--partition-neighbours", default="halo", choices=["halo", "local", "global"],
+                   help="graph of each partition with --partitions (default: halo)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
@@ -236,7 +241,8 @@ def _select(ds, args: argparse.Namespace):
         gamma_forward=args.gamma_forward, gamma_reverse=args.gamma_reverse, graph=args.graph,
         index=args.index, by=label if args.class_wise else None, hard_cutoff=args.hard_cutoff,
         cutoff_score=args.cutoff_score, higher_is_harder=not args.lower_is_harder, seed=args.seed,
-        label=label,
+        label=label, partitions=args.partitions, partition_neighbours=args.partition_neighbours,
+        num_proc=getattr(args, "num_proc", None) or 1,
     )
     return ds
 

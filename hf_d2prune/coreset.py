@@ -66,6 +66,9 @@ def run_selection(
     n_bins: int,
     budget: Optional[int],
     seed: int,
+    partitions: Optional[int] = None,
+    partition_neighbours: str = "halo",
+    num_proc: int = 1,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Validate, read columns, run one selection method; return new columns and extra provenance."""
     from .namespace import _label_array
@@ -96,6 +99,22 @@ def run_selection(
     for name, gamma in (("gamma_forward", gamma_forward), ("gamma_reverse", gamma_reverse)):
         if not isinstance(gamma, (int, float, np.integer, np.floating)) or not np.isfinite(gamma) or gamma < 0:
             raise InvalidParameterError(f"{name} must be a finite number >= 0, got {gamma!r}.")
+    if partitions is not None:
+        partitions = check_positive_int(partitions, "partitions")
+        if method != "d2":
+            raise InvalidParameterError(f"partitions= applies to method 'd2', not '{method}'; leave it at None.")
+        if by is not None or hard_cutoff > 0:
+            raise InvalidParameterError(
+                "partitions= cannot be combined with by= or hard_cutoff= (each partition is a budget of its own); "
+                "use one or the other."
+            )
+        if partition_neighbours not in ("local", "halo", "global"):
+            raise InvalidParameterError(
+                f"partition_neighbours must be 'local', 'halo' or 'global', got {partition_neighbours!r}."
+            )
+        if partitions > n:
+            raise InvalidParameterError(f"partitions={partitions} exceeds the {n} rows; use partitions <= {n}.")
+    num_proc = check_positive_int(num_proc, "num_proc")
     columns = [c for c in (score, embedding if needs_embedding else None, by, cutoff_score) if c is not None]
     require_columns(ds, *columns)
 
@@ -127,6 +146,16 @@ def run_selection(
             raise InvalidParameterError(f"k={k} must be smaller than the number of rows ({n}); use k <= {n - 1}.")
         if scale_scores:
             scores = _minmax(scores)
+        if partitions is not None:
+            from .selection.partitioned import d2_partitioned_order
+
+            result = d2_partitioned_order(
+                scores, X.dense(), n_partitions=partitions, k=k, gamma_forward=float(gamma_forward),
+                gamma_reverse=float(gamma_reverse), graph=graph, squared=squared, neighbours=partition_neighbours,
+                budget=budget, index=index, seed=seed, num_proc=num_proc,
+            )
+            record.update(partitions=partitions, partition_neighbours=partition_neighbours)
+            return {"d2_rank": result.ranks, "d2_score": result.forward_scores}, record
         result = d2_order(
             scores, X, k=k, gamma_forward=float(gamma_forward), gamma_reverse=float(gamma_reverse), graph=graph,
             squared=squared, labels=labels, hard_cutoff=hard_cutoff,

@@ -470,6 +470,9 @@ class D2Accessor:
         budget: Optional[int] = None,
         seed: int = 0,
         output_column: Optional[str] = None,
+        partitions: Optional[int] = None,
+        partition_neighbours: str = "halo",
+        num_proc: int = 1,
     ):
         """Rank every row for selection: adds ``<method>_rank`` (int64, 0 = first pick, -1 = never).
 
@@ -519,6 +522,15 @@ class D2Accessor:
             budget: stop the greedy after this many picks (others get -1); default: rank all.
             seed: random seed (random, ccs, kcenter).
             output_column: rank column name (default ``"<method>_rank"``).
+            partitions: D2 only: split the rows into this many k-means partitions and run D2
+                inside each with a budget proportional to its size (for data that outgrows one
+                graph or one machine; see docs/scaling.md). ``None`` (default): one global run.
+                Not combinable with ``by`` or ``hard_cutoff``.
+            partition_neighbours: ``"halo"`` (default: each partition's graph also holds boundary
+                rows of its neighbours, which take part in message passing but are not
+                selected), ``"local"`` (graph inside the partition only) or ``"global"`` (one
+                graph over all rows; cross-partition edges in forward passing only).
+            num_proc: processes the partitions run in (partitioned D2 only).
 
         Returns:
             A new dataset with the rank column (and ``d2_score``) added or replaced.
@@ -540,7 +552,9 @@ class D2Accessor:
                       label=label, hard_cutoff=hard_cutoff, cutoff_score=cutoff_score,
                       higher_is_harder=higher_is_harder, scale_scores=scale_scores, n_bins=n_bins,
                       budget=budget, seed=seed)
-        columns, record = run_selection(ds, **params)
+        if partitions is not None:  # recorded (and fingerprinted) only when used: earlier caches stay valid
+            params.update(partitions=partitions, partition_neighbours=partition_neighbours)
+        columns, record = run_selection(ds, **params, num_proc=num_proc)
         if output_column is not None:
             written: set = set()
             for step in read_provenance(ds):

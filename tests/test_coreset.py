@@ -245,3 +245,40 @@ def test_output_column_after_train_dynamics(blobs):
     ds = blobs.d2.train_dynamics(torch.nn.Linear(8, 3), inputs="embedding", epochs=2, scores=["aum"], progress=False)
     out = ds.d2.coreset(score="aum", method="topk", output_column="my_rank")
     assert sorted(out["my_rank"]) == list(range(100))
+
+
+def test_partitioned_coreset_through_the_namespace(blobs):
+    """One partition with local graphs is plain D2; with well-separated blobs as partitions the
+    budgets follow the blob sizes (50/30/20) at every budget; the run is recorded."""
+    from hf_d2prune.provenance import read_provenance
+
+    plain = np.asarray(blobs.d2.coreset(score="score", k=5)["d2_rank"])
+    one = blobs.d2.coreset(score="score", k=5, partitions=1, partition_neighbours="local")
+    np.testing.assert_array_equal(np.asarray(one["d2_rank"]), plain)
+    three = blobs.d2.coreset(score="score", k=5, partitions=3)
+    ranks = np.asarray(three["d2_rank"])
+    np.testing.assert_array_equal(np.sort(ranks), np.arange(100))
+    labels = np.asarray(blobs["label"])
+    for budget in (10, 20, 50):
+        counts = np.bincount(labels[ranks < budget], minlength=3)
+        expected = budget * np.array([50, 30, 20]) / 100
+        assert (np.abs(counts - expected) < 1).all(), (budget, counts)
+    step = read_provenance(three)[-1]
+    assert step["partitions"] == 3 and step["partition_neighbours"] == "halo"
+    assert read_provenance(one)[-1]["partitions"] == 1
+    assert "partitions" not in read_provenance(blobs.d2.coreset(score="score", k=5))[-1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(partitions=0), "partitions must be >= 1"),
+    (dict(partitions=101), "exceeds the 100 rows"),
+    (dict(partitions=2, method="random"), "applies to method 'd2'"),
+    (dict(partitions=2, by="label"), "cannot be combined"),
+    (dict(partitions=2, hard_cutoff=0.1), "cannot be combined"),
+    (dict(partitions=2, partition_neighbours="ring"), "partition_neighbours"),
+    (dict(partitions=2, num_proc=0), "num_proc"),
+])
+def test_partitioned_coreset_refuses_bad_parameters(blobs, kwargs, message):
+    params = dict(score="score", k=5, **kwargs)
+    with pytest.raises(InvalidParameterError, match=message):
+        blobs.d2.coreset(**params)
