@@ -233,8 +233,9 @@ def knn_graph(
         block_size: rows queried per faiss call; bounds the temporary memory.
         hnsw_m: HNSW links per node (memory ``n·hnsw_m·8`` bytes).
         ef_construction: HNSW build-time beam width.
-        ef_search: HNSW search beam width; default ``max(32, 2·(k+5))`` (recall@10 0.987 at 200k
-            rows; 64 gives 0.997 for 1.6x the search time, benchmarks/RESULTS.md).
+        ef_search: HNSW search beam width; default ``max(48, 2·(k+5))`` (recall@10 0.994 at 200k
+            rows, where 32 gives 0.987 for 0.75x the search time; recall falls slowly with n:
+            "HNSW storage and search width" and "Scale" in benchmarks/RESULTS.md).
         storage: how the HNSW index stores the vectors it walks on: ``"fp16"`` (default, half
             the memory of ``"flat"`` float32, same speed and recall within 0.001 in
             benchmarks/RESULTS.md), ``"flat"`` or ``"sq8"`` (8-bit scalar quantiser, a quarter).
@@ -375,7 +376,7 @@ def _approximate_searcher(src: RowBlocks, candidates: int, kind, *, hnsw_m, ef_c
         if storage == "sq8":  # the quantiser's value ranges, from a seeded sample
             train_rows = min(n, 65536)
             idx.train(src.take(np.sort(rng.choice(n, size=train_rows, replace=False))))
-        ef = ef_search if ef_search is not None else max(32, 2 * candidates)
+        ef = ef_search if ef_search is not None else max(48, 2 * candidates)
         idx.hnsw.efSearch = max(check_positive_int(ef, "ef_search"), candidates)
     else:
         cells = check_positive_int(nlist, "nlist") if nlist is not None else _default_nlist(n)
