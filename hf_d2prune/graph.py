@@ -51,8 +51,9 @@ Storage = Literal["fp16", "flat", "sq8"]
 _STORAGES = ("fp16", "flat", "sq8")
 
 
-def _as_float32_matrix(embeddings, name: str = "embeddings") -> np.ndarray:
-    """Return ``embeddings`` as a C-contiguous float32 (n, d) array, copying at most once."""
+def _as_float32_matrix(embeddings, name: str = "embeddings", *, check: bool = True) -> np.ndarray:
+    """Return ``embeddings`` as a C-contiguous float32 (n, d) array, copying at most once
+    (``check``: also raise on NaN/inf)."""
     x = np.asarray(embeddings)
     if x.ndim != 2:
         raise InvalidValuesError(
@@ -61,7 +62,8 @@ def _as_float32_matrix(embeddings, name: str = "embeddings") -> np.ndarray:
         )
     if x.dtype.kind not in "fiu":
         raise InvalidValuesError(f"{name} must hold numbers, got dtype {x.dtype}.")
-    check_finite(x, name)
+    if check:
+        check_finite(x, name)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -106,6 +108,7 @@ class RowBlocks:
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
         self.name = name
         self.shape = (int(self.offsets[-1]), parts[0].shape[1])
+        self._finite = False  # set by a passing check_finite(); the blocks are not written to
 
     @classmethod
     def of(cls, embeddings, name: str = "embeddings") -> "RowBlocks":
@@ -116,17 +119,18 @@ class RowBlocks:
             isinstance(b, np.ndarray) and b.ndim == 2 for b in embeddings
         ):
             return cls(embeddings, name)
-        return cls([_as_float32_matrix(embeddings, name) if not _is_float_matrix(embeddings) else embeddings], name)
+        if not _is_float_matrix(embeddings):  # values are checked by check_finite(), once
+            embeddings = _as_float32_matrix(embeddings, name, check=False)
+        return cls([embeddings], name)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    @property
-    def nbytes(self) -> int:
-        return int(sum(p.nbytes for p in self.parts))
-
     def check_finite(self) -> None:
-        """Raise :class:`InvalidValuesError` naming the rows that hold NaN or inf."""
+        """Raise :class:`InvalidValuesError` naming the rows that hold NaN or inf (one pass over
+        the data; later calls on the same object, or on its subsets, return at once)."""
+        if self._finite:
+            return
         bad = [nonfinite_rows(part) + offset for offset, part in zip(self.offsets, self.parts)]
         bad = [rows for rows in bad if rows.size]
         if bad:
@@ -134,6 +138,7 @@ class RowBlocks:
                 f"{self.name} holds NaN or inf in {describe_rows(np.concatenate(bad))}; "
                 f"drop or fix those rows first (e.g. ds.filter) or recompute them."
             )
+        self._finite = True
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` as float32: a view when they lie in one float32 block."""
@@ -179,7 +184,9 @@ class RowBlocks:
         out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
         for lo in range(0, len(rows), 65536):
             out[lo:lo + 65536] = self.take(rows[lo:lo + 65536])
-        return RowBlocks([out], self.name)
+        subset = RowBlocks([out], self.name)
+        subset._finite = self._finite
+        return subset
 
 
 def _is_float_matrix(x) -> bool:
@@ -327,7 +334,9 @@ def _normalise_rows(x: np.ndarray, name: str, offset: int = 0) -> np.ndarray:
 
 
 def _normalised(src: RowBlocks) -> RowBlocks:
-    return RowBlocks([_normalise_rows(part, src.name, offset) for offset, part in zip(src.offsets, src.parts)], src.name)
+    out = RowBlocks([_normalise_rows(part, src.name, offset) for offset, part in zip(src.offsets, src.parts)], src.name)
+    out._finite = src._finite  # dividing finite rows by non-zero norms keeps them finite
+    return out
 
 
 def _rerank(src: RowBlocks, ids: np.ndarray, start: int):

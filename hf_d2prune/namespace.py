@@ -525,7 +525,8 @@ class D2Accessor:
             partitions: D2 only: split the rows into this many k-means partitions and run D2
                 inside each with a budget proportional to its size (for data that outgrows one
                 graph or one machine; see docs/scaling.md). ``None`` (default): one global run.
-                Not combinable with ``by`` or ``hard_cutoff``.
+                Not combinable with ``by`` or ``hard_cutoff``. Reads the embeddings as one
+                float32 matrix (a copy when the column spans several record batches).
             partition_neighbours: ``"halo"`` (default: each partition's graph also holds boundary
                 rows of its neighbours, which take part in message passing but are not
                 selected), ``"local"`` (graph inside the partition only) or ``"global"`` (one

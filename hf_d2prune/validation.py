@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import InvalidParameterError, InvalidValuesError
 
-__all__ = ["check_finite", "check_positive_int", "check_fraction", "describe_rows"]
+__all__ = ["check_finite", "check_positive_int", "check_fraction", "describe_rows", "nonfinite_rows"]
 
 
 def describe_rows(indices: np.ndarray, limit: int = 5) -> str:

@@ -63,9 +63,10 @@ class D2Result(Selection):
     forward_scores: np.ndarray = None  # type: ignore[assignment]
 
 
-def _check_graph_kind(graph: str) -> None:
+def _check_graph_kind(graph: str) -> str:
     if graph not in ("symmetric", "directed"):
         raise InvalidParameterError(f"graph must be 'symmetric' or 'directed', got {graph!r}.")
+    return graph
 
 
 def _check_gamma(gamma: float, name: str) -> float:

@@ -87,7 +87,7 @@ from ._budget import interleave_proportional, proportional_allocation
 from ._csr import csr_adjacency
 from ._greedy import reverse_greedy
 from ._result import ranks_from_order
-from .d2 import D2Result, d2_order
+from .d2 import D2Result, _check_budget, _check_gamma, _check_graph_kind, _check_scores, _forward_csr, _kernel, d2_order
 
 __all__ = [
     "PartitionPlan",
@@ -106,8 +106,6 @@ logger = logging.getLogger(__name__)
 NeighbourMode = Literal["local", "halo", "global"]
 NEIGHBOUR_MODES = ("local", "halo", "global")
 
-#: Floor on a neighbour's score in the symmetric forward pass (as in :mod:`.d2`).
-SCORE_FLOOR = 1e-7
 #: k-means iterations of :func:`partition_rows`.
 KMEANS_ITERATIONS = 20
 #: Default training sample of the k-means: this many rows per centroid at most.
@@ -116,16 +114,6 @@ _BLOCK = 65_536
 
 
 # ---------------------------------------------------------------- validation
-
-def _check_scores(scores) -> np.ndarray:
-    s = np.asarray(scores)
-    if s.ndim != 1:
-        raise InvalidValuesError(f"scores must be 1-D (one number per row), got shape {s.shape}.")
-    if s.dtype.kind not in "fiub":
-        raise InvalidValuesError(f"scores must be numbers, got dtype {s.dtype}.")
-    check_finite(s, "scores")
-    return s.astype(np.float64)
-
 
 def _check_embeddings(embeddings, n: int | None = None, *, finite: bool = True):
     """Check shape and dtype (and NaN/inf when ``finite``); return the array as given, so a
@@ -146,24 +134,11 @@ def _rows_f32(x, rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x[rows], dtype=np.float32)
 
 
-def _check_gamma(gamma, name: str) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(gamma) or gamma < 0:
-        raise InvalidParameterError(f"{name} must be a finite number >= 0, got {gamma!r}.")
-    return float(gamma)
-
-
 def _check_mode(neighbours) -> str:
     if neighbours not in NEIGHBOUR_MODES:
         raise InvalidParameterError(
             f"neighbours must be one of {', '.join(repr(m) for m in NEIGHBOUR_MODES)}, got {neighbours!r}.")
     return neighbours
-
-
-def _check_graph_kind(graph) -> str:
-    if graph not in ("symmetric", "directed"):
-        raise InvalidParameterError(f"graph must be 'symmetric' or 'directed', got {graph!r}.")
-    return graph
 
 
 def _check_index(index) -> str:
@@ -199,15 +174,6 @@ def _check_rows(rows, n: int, name: str = "rows") -> np.ndarray:
     if len(u) != len(r):
         raise InvalidValuesError(f"{name} holds {len(r) - len(u)} repeated row ids; each row belongs once.")
     return u
-
-
-def _check_budget(budget, available: int) -> int:
-    if budget is None:
-        return available
-    budget = check_positive_int(budget, "budget", minimum=0)
-    if budget > available:
-        raise InvalidParameterError(f"budget={budget} exceeds the {available} rows that can be selected.")
-    return budget
 
 
 def _check_global_graph(global_graph, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -511,12 +477,6 @@ class PartitionResult:
     forward_scores: np.ndarray
 
 
-def _kernel(dist: np.ndarray, gamma: float, squared: bool) -> np.ndarray:
-    # float32 kernel weights, as D2 computes them (see hf_d2prune.selection.d2).
-    d = dist.astype(np.float32)
-    return np.exp(-np.float32(gamma) * (d * d if squared else d))
-
-
 def _d2_with_context(node_scores, own_mask, source, target, dist, *, gamma_forward, gamma_reverse,
                      graph, squared, budget, context_competes):
     """D2 on a graph whose nodes are own rows and context rows that are never selected.
@@ -534,11 +494,7 @@ def _d2_with_context(node_scores, own_mask, source, target, dist, *, gamma_forwa
     n_nodes = len(node_scores)
     order = np.argsort(source, kind="stable")
     indptr, nbrs, dd = csr_adjacency(n_nodes, source[order], target[order], dist[order], graph)
-    s32 = node_scores.astype(np.float32)
-    support = np.maximum(s32, np.float32(SCORE_FLOOR)) if graph == "symmetric" else s32
-    contribution = _kernel(dd, gamma_forward, squared) * support[nbrs]
-    row_of = np.repeat(np.arange(n_nodes), np.diff(indptr))
-    forward_all = node_scores + np.bincount(row_of, weights=contribution.astype(np.float64), minlength=n_nodes)
+    forward_all = _forward_csr(node_scores, indptr, nbrs, dd, gamma_forward, graph, squared)
     own = np.flatnonzero(own_mask)
     forward = forward_all[own]
     if context_competes:
@@ -551,6 +507,7 @@ def _d2_with_context(node_scores, own_mask, source, target, dist, *, gamma_forwa
         return own_id[picks], forward
     own_id = np.full(n_nodes, -1, dtype=np.int64)
     own_id[own] = np.arange(len(own))
+    row_of = np.repeat(np.arange(n_nodes), np.diff(indptr))
     keep = own_mask[row_of] & own_mask[nbrs]
     r_rows, r_nbrs, r_dist = own_id[row_of[keep]], own_id[nbrs[keep]], dd[keep]
     r_indptr = np.zeros(len(own) + 1, dtype=np.int64)
@@ -675,6 +632,17 @@ def run_partition(
         if np.intersect1d(rows, halo_rows).size:
             raise InvalidValuesError("halo_rows overlaps rows: halo rows must belong to other partitions.")
 
+    return _run_partition(s, None if neighbours == "global" else x, rows, neighbours=neighbours,
+                          halo_rows=halo_rows, global_graph=(indices, distances) if neighbours == "global" else None,
+                          k=k, gamma_forward=gamma_forward, gamma_reverse=gamma_reverse, graph=graph,
+                          squared=squared, budget=budget, index=index, seed=seed, partition=partition)
+
+
+def _run_partition(s, x, rows, *, neighbours, halo_rows, global_graph, k, gamma_forward, gamma_reverse, graph,
+                   squared, budget, index, seed, partition) -> PartitionResult:
+    """:func:`run_partition` on validated inputs (``d2_partitioned_order`` validates once for all
+    partitions)."""
+    m = len(rows)
     t = time.perf_counter()
     forward = np.zeros(0, dtype=np.float64)
     picks = np.zeros(0, dtype=np.int64)
@@ -687,7 +655,7 @@ def run_partition(
     elif neighbours == "halo":
         picks, forward = _run_halo(s, x, rows, halo_rows, k=k, index=index, seed=seed, graph=graph, **d2)
     else:
-        picks, forward = _run_global(s, rows, indices, distances, graph=graph, **d2)
+        picks, forward = _run_global(s, rows, *global_graph, graph=graph, **d2)
     logger.info("partition %d: %d rows%s, %d picks in %.2f s", partition, m,
                 f" + {len(halo_rows)} halo" if neighbours == "halo" else "", len(picks), time.perf_counter() - t)
     return PartitionResult(partition=int(partition), rows=rows, order=rows[np.asarray(picks, dtype=np.int64)],
@@ -843,8 +811,8 @@ def _init_worker(paths: dict, scores: np.ndarray, threads: int) -> None:
 
 def _worker_task(partition: int, rows: np.ndarray, halo_rows, budget: int, neighbours: str, params: dict):
     graph = (_WORKER["graph_indices"], _WORKER["graph_distances"]) if neighbours == "global" else None
-    return run_partition(_WORKER["scores"], _WORKER.get("embeddings"), rows, neighbours=neighbours,
-                         halo_rows=halo_rows, global_graph=graph, budget=budget, partition=partition, **params)
+    return _run_partition(_WORKER["scores"], _WORKER.get("embeddings"), rows, neighbours=neighbours,
+                          halo_rows=halo_rows, global_graph=graph, budget=budget, partition=partition, **params)
 
 
 def _run_pool(tasks, scores, x, global_graph, neighbours, params, num_proc, start_method):
@@ -987,8 +955,8 @@ def d2_partitioned_order(
                 plan.n_partitions, plan.sizes.min(), plan.sizes.max(), neighbours, num_proc)
     workers = min(num_proc, len(tasks))
     if workers <= 1:
-        results = [run_partition(s, None if neighbours == "global" else x, rows, neighbours=neighbours,
-                                 halo_rows=halo, global_graph=global_graph, budget=b, partition=int(p), **params)
+        results = [_run_partition(s, None if neighbours == "global" else x, rows, neighbours=neighbours,
+                                  halo_rows=halo, global_graph=global_graph, budget=b, partition=int(p), **params)
                    for p, rows, halo, b in tasks]
     else:
         results = _run_pool([(int(p), rows, halo, b) for p, rows, halo, b in tasks], s, x, global_graph,
