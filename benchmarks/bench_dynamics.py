@@ -1,13 +1,16 @@
 """Cost of recording training dynamics: epoch time with vs without the recorder, and state bytes.
 
 Trains a small MLP on scikit-learn's digits (1,797 rows, 64 pixels, 10 classes) with the
-library's Accelerate loop (`fit_and_record`). "off" feeds a recorder whose `update` does nothing
-(the loop, the gather and the dataloader are identical); "on" feeds a real `DynamicsRecorder`
-with the scores listed. Epochs alternate off/on in one process, so machine load hits both alike;
+library's Accelerate loop (`fit_and_record`). "off" runs that loop without a recorder (same
+model, optimizer and dataloader, no recording at all); the others feed a fresh `DynamicsRecorder` with the
+scores listed and compute its scores at the end of the run. Runs of a few epochs alternate
+between the modes in one process (one model keeps training throughout), in an order reversed
+every other round (no mode always runs first or after the same one), so machine load hits all alike;
 the tiny model makes this the worst case for the relative overhead (the recorder's cost per row
-does not grow with the model). Also prints the per-row state of each score family.
+does not grow with the model). Also prints the per-row state of each score family. `--model cnn` runs the examples' small CNN on
+6,000 Fashion-MNIST images instead (a model whose step, not the recorder, dominates).
 
-    python benchmarks/bench_dynamics.py [--epochs 20] [--batch-size 64] [--hidden 256] [--threads 1]
+    python benchmarks/bench_dynamics.py [--epochs 5] [--rounds 15] [--batch-size 64] [--hidden 256] [--model mlp|cnn] [--threads 1]
 """
 
 from __future__ import annotations
@@ -24,54 +27,107 @@ from hf_d2prune.dynamics import KNOWN_SCORES, DynamicsRecorder
 from hf_d2prune.dynamics.loop import default_accelerator, fit_and_record
 
 
-class NullRecorder(DynamicsRecorder):
-    def update(self, row_ids, logits, labels, epoch, features=None):
-        pass
+class TimedRecorder(DynamicsRecorder):
+    """A real recorder that also sums the time spent inside its own update() and flush()."""
+
+    spent = 0.0
+
+    def update(self, *args, **kwargs):
+        start = time.perf_counter()
+        super().update(*args, **kwargs)
+        self.spent += time.perf_counter() - start
+
+    def flush(self):
+        start = time.perf_counter()
+        super().flush()
+        self.spent += time.perf_counter() - start
+
+    def results(self):
+        start = time.perf_counter()
+        out = super().results()
+        self.spent += time.perf_counter() - start
+        return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per mode (interleaved)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of each training run")
+    parser.add_argument("--rounds", type=int, default=15, help="runs per mode (interleaved)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256, help="hidden width of the MLP")
+    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
+                        help="mlp: the MLP on digits (worst case); cnn: the examples' small CNN on 6,000 "
+                             "Fashion-MNIST images, batch 128 (apt-get install dataset-fashion-mnist)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    bunch = load_digits()
-    pixels = torch.tensor(bunch.data / 16.0, dtype=torch.float32)
-    labels = bunch.target.astype(np.int64)
+    if args.model == "mlp":
+        bunch = load_digits()
+        pixels = torch.tensor(bunch.data / 16.0, dtype=torch.float32)
+        labels = bunch.target.astype(np.int64)
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, args.hidden), torch.nn.ReLU(), torch.nn.Linear(args.hidden, 10))
+        setup = f"digits: {len(labels)} rows, MLP 64-{args.hidden}-10"
+    else:
+        from hf_d2prune.builtin import load_builtin
+
+        images = load_builtin("fashion_mnist").select(range(6000)).with_format("numpy")
+        pixels = torch.tensor(images["image"], dtype=torch.float32).unsqueeze(1) / 255.0
+        labels = np.asarray(images["label"], dtype=np.int64)
+        torch.manual_seed(0)
+        nn = torch.nn
+        model = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+        )
+        setup = f"Fashion-MNIST: {len(labels)} rows, CNN conv16-conv32-fc128-10"
     rows = np.arange(len(labels))
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, args.hidden), torch.nn.ReLU(), torch.nn.Linear(args.hidden, 10))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     accelerator = default_accelerator()
-    configs = {
-        "off": NullRecorder(len(rows), 10, ["aum"]),
-        "default 4 scores": DynamicsRecorder(len(rows), 10, ["forgetting", "aum", "el2n", "entropy"]),
-        f"all but grand ({len(KNOWN_SCORES) - 1} scores)": DynamicsRecorder(
-            len(rows), 10, [s for s in KNOWN_SCORES if s != "grand"]),
-        f"all {len(KNOWN_SCORES)} scores (grand taps the features)": DynamicsRecorder(len(rows), 10, list(KNOWN_SCORES)),
+    n = len(rows)
+    default = ["forgetting", "aum", "el2n", "entropy"]
+    modes = {
+        "off": lambda: None,
+        "default 4 scores": lambda: TimedRecorder(n, 10, default),
+        f"all but grand ({len(KNOWN_SCORES) - 1} scores)": lambda: TimedRecorder(n, 10, [s for s in KNOWN_SCORES if s != "grand"]),
+        f"all {len(KNOWN_SCORES)} scores (grand taps the features)": lambda: TimedRecorder(n, 10, list(KNOWN_SCORES)),
     }
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    for epoch in range(args.epochs + 1):  # epoch 0 warms up
-        for name, recorder in configs.items():
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    inside: dict[str, list[float]] = {name: [] for name in modes}
+    for block in range(args.rounds + 1):  # round 0 warms up
+        order = list(modes.items())
+        for name, make in (order if block % 2 == 0 else order[::-1]):
+            recorder = make()  # a fresh recorder per run, as a user's run has
             start = time.perf_counter()
-            fit_and_record(model, lambda ids: pixels[ids], labels, rows, recorder, epochs=1, batch_size=args.batch_size,
-                           optimizer=optimizer, seed=epoch, accelerator=accelerator, progress=False)
-            recorder.flush()  # fold every buffered batch in: the full cost lands in this epoch
-            if epoch:
-                times[name].append(time.perf_counter() - start)
-            recorder._last_epoch[:] = -1  # each call is "epoch 0" of fit_and_record: let rows be fed again
+            fit_and_record(model, lambda ids: pixels[ids], labels, rows, recorder, epochs=args.epochs,
+                           batch_size=args.batch_size, optimizer=optimizer, seed=block, accelerator=accelerator,
+                           progress=False)
+            if recorder is not None:
+                recorder.results()  # fold in what is still staged and compute the scores: all the cost lands here
+            if block:
+                times[name].append((time.perf_counter() - start) / args.epochs)
+                inside[name].append(getattr(recorder, "spent", 0.0) / args.epochs)
 
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}")
-    print(f"digits: {len(rows)} rows, MLP 64-{args.hidden}-10, batch {args.batch_size}, {args.epochs} epochs per mode, interleaved\n")
-    base = np.median(times["off"])
-    print("| recorder | median epoch (ms) | overhead vs off |")
-    print("|---|---|---|")
+    print(f"{setup}, batch {args.batch_size}; {args.rounds} runs of "
+          f"{args.epochs} epochs per mode, interleaved\n")
+    off = np.asarray(times["off"])
+    print("Epoch time = a run's time (training, recording, final scores) / its epochs. Overhead = the median")
+    print("over rounds of (this mode's epoch time / the off epoch time of the same round) − 1, with the")
+    print("quartiles of those ratios; 'inside' = time spent in the recorder's own update(), flush() and")
+    print("results() as a share of the off epoch time (its direct cost, free of the noise of the rest).\n")
+    print("| recorder | median epoch (ms) | overhead vs off (quartiles) | inside the recorder |")
+    print("|---|---|---|---|")
     for name, values in times.items():
-        median = np.median(values)
-        print(f"| {name} | {1000 * median:.1f} | {'—' if name == 'off' else f'{100 * (median / base - 1):+.1f}%'} |")
+        if name == "off":
+            print(f"| off | {1000 * np.median(off):.1f} | — | — |")
+            continue
+        ratio = 100 * (np.asarray(values) / off - 1)
+        low, mid, high = np.percentile(ratio, [25, 50, 75])
+        share = 100 * np.median(np.asarray(inside[name]) / off)
+        print(f"| {name} | {1000 * np.median(values):.1f} | {mid:+.1f}% ({low:+.1f}% … {high:+.1f}%) | {share:.1f}% |")
 
     print("\nPer-row state (bytes), independent of epochs and n:")
     print("| score family | C = 10 | C = 1000 |")

@@ -108,10 +108,13 @@ def history_of(batches, n_rows):
     {"du_window": 3, "tdds_window": 4, "tdds_decay": 0.5, "el2n_epochs": [0, 5], "grand_epochs": 3},
     {"du_window": 2, "tdds_window": 2, "el2n_epochs": 1, "grand_bias": False},
 ])
-def test_every_score_matches_reference_on_synthetic_history(options):
+# 100: flushes mid-epoch and when the inputs switch between numpy and torch; 7: batches larger
+# than the staging buffer, folded directly.
+@pytest.mark.parametrize("flush_rows", [100, 7])
+def test_every_score_matches_reference_on_synthetic_history(options, flush_rows):
     n_rows, num_classes = 60, 5
     batches, _ = synthetic_history(n_rows, num_classes)
-    rec = DynamicsRecorder(n_rows, num_classes, ALL, flush_rows=100, **options)  # flushes mid-epoch too
+    rec = DynamicsRecorder(n_rows, num_classes, ALL, flush_rows=flush_rows, **options)
     for ids, logits, labels, epoch, feats in batches:
         rec.update(ids, torch.as_tensor(logits, dtype=torch.float32) if epoch % 2 else logits, labels, epoch, feats)
     got = rec.results()

@@ -106,6 +106,22 @@ def test_real_run_scores_equal_reference_from_full_history(digits):
         np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, equal_nan=True, err_msg=name)
 
 
+@pytest.mark.parametrize("flush_rows", [8192, 100])  # 100: the recorder is fed several chunks per epoch
+def test_recording_does_not_change_training_and_recorder_none_trains_without_it(digits, flush_rows):
+    labels = np.asarray(digits["label"])
+    pixels = torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32)
+    rows = np.arange(len(digits))
+    plain, recorded = Head(), Head()
+    before = [p.detach().clone() for p in plain.parameters()]
+    fit_and_record(plain, lambda ids: pixels[ids], labels, rows, None, epochs=2, batch_size=64, progress=False)
+    recorder = DynamicsRecorder(len(digits), 10, ["aum", "grand"], flush_rows=flush_rows)
+    fit_and_record(recorded, lambda ids: pixels[ids], labels, rows, recorder, epochs=2, batch_size=64, progress=False)
+    assert not torch.equal(before[0], next(plain.parameters()))  # it trained
+    for a, b in zip(plain.parameters(), recorded.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # bit for bit: recording only reads
+    assert recorder.seen().all() and not np.isnan(recorder.results()["aum"]).any()
+
+
 def test_train_dynamics_adds_columns_deterministically_and_keeps_input(digits):
     before = digits._fingerprint
     kwargs = dict(inputs="pixels", epochs=3, batch_size=64, scores=["aum", "el2n", "tdds"], tdds_window=2, progress=False)

@@ -100,13 +100,75 @@ class _EpochPermutation(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def order(self) -> np.ndarray:
+        """The positions of the current epoch, in the order they are drawn."""
         if not self.shuffle:
-            return iter(range(self.n))
-        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def __iter__(self):
+        return iter(self.order().tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+class _EpochStage:
+    """One process's logits (and GraNd's feature norms) of consecutive batches, handed to the
+    recorder a chunk at a time.
+
+    With one process the row ids and labels of every batch follow from the epoch's order, so a
+    step copies only its logits into a preallocated buffer on their device (one copy, no
+    recorder call) and the recorder is fed once per ``capacity`` rows.
+    """
+
+    def __init__(self, recorder: DynamicsRecorder, labels: np.ndarray):
+        self.recorder, self.labels, self.capacity = recorder, labels, recorder.flush_rows
+        self.buffers: list[Optional[torch.Tensor]] = [None, None]
+        self.ids, self.epoch, self.done, self.filled = np.zeros(0, dtype=np.int64), 0, 0, 0
+
+    def start(self, epoch: int, ids: np.ndarray) -> None:
+        """Begin an epoch whose batches bring the rows ``ids`` in this order."""
+        self.epoch, self.ids, self.done, self.filled = epoch, ids, 0, 0
+
+    def add(self, logits: torch.Tensor, norms: Optional[torch.Tensor] = None) -> None:
+        """Stage the next batch (its rows are the next ``len(logits)`` ids of the epoch)."""
+        size = logits.shape[0]
+        parts = (logits, norms)
+        if size > self.capacity - self.filled or any(
+                p is not None and b is not None and (b.device != p.device or b.shape[1:] != p.shape[1:])
+                for p, b in zip(parts, self.buffers)):
+            self.hand_over()
+        if size > self.capacity:
+            self._feed(self.done, size, logits, norms)
+            self.done += size
+            return
+        for i, part in enumerate(parts):
+            if part is None:
+                continue
+            buffer = self.buffers[i]
+            if buffer is None or buffer.device != part.device or buffer.shape[1:] != part.shape[1:]:
+                dtype = torch.float64 if part.dtype == torch.float64 else torch.float32
+                buffer = self.buffers[i] = torch.empty((self.capacity, *part.shape[1:]), dtype=dtype, device=part.device)
+            buffer[self.filled:self.filled + size].copy_(part)
+        self.filled += size
+
+    def hand_over(self) -> None:
+        """Feed the recorder what is staged (call at the end of each epoch)."""
+        if self.filled:
+            logits, norms = self.buffers
+            self._feed(self.done, self.filled, logits[:self.filled], None if norms is None else norms[:self.filled])
+            self.done += self.filled
+            self.filled = 0
+
+    def _feed(self, start: int, size: int, logits: torch.Tensor, norms: Optional[torch.Tensor]) -> None:
+        ids = self.ids[start:start + size]
+        if len(ids) != size:
+            raise InvalidValuesError(
+                f"the dataloader yielded more rows than the epoch's {len(self.ids)}; a custom sampler or "
+                f"dataloader must not change the rows of an epoch."
+            )
+        self.recorder.update(ids, logits, self.labels[ids], self.epoch, norms)
 
 
 class _FeatureTap:
@@ -128,7 +190,7 @@ def fit_and_record(
     make_inputs: Callable[[np.ndarray], Any],
     labels: np.ndarray,
     rows: np.ndarray,
-    recorder: DynamicsRecorder,
+    recorder: Optional[DynamicsRecorder],
     *,
     epochs: int,
     batch_size: int,
@@ -147,7 +209,8 @@ def fit_and_record(
         make_inputs: row ids (numpy int64) → the model's batch (tensor or dict of tensors).
         labels: class ids of *all* rows (indexed by row id).
         rows: the row ids to train on.
-        recorder: fed with every training batch (or with the eval pass, see ``eval_pass``).
+        recorder: fed with every training batch (or with the eval pass, see ``eval_pass``);
+            ``None`` trains the same way without recording (the baseline of the overhead benchmark).
         epochs, batch_size: as usual; ``batch_size`` is the global batch when the accelerator
             splits batches (the default accelerator does).
         optimizer: a torch optimizer over ``model``'s parameters (default AdamW(lr, weight_decay=0)).
@@ -186,13 +249,25 @@ def fit_and_record(
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
 
-    tap = _FeatureTap(last_linear(accelerator.unwrap_model(model))) if recorder.needs_features else None
+    tap = _FeatureTap(last_linear(accelerator.unwrap_model(model))) if recorder is not None and recorder.needs_features else None
+
+    # One process: stage the logits and feed the recorder per chunk. Several: gather each batch
+    # by row id across processes and feed it at once.
+    stage = None
+    if recorder is not None and accelerator.num_processes == 1:
+        stage = _EpochStage(recorder, np.asarray(labels, dtype=np.int64))
 
     def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:
-        parts = [batch["row_ids"], logits.detach(), batch["labels"]]
+        if recorder is None:
+            return
+        norms = None
         if tap is not None:
             # GraNd needs only ‖h‖: gather a (B, 1) norm rather than the (B, H) features.
-            parts.append(tap.value.reshape(len(logits), -1).norm(dim=1, keepdim=True))
+            norms = tap.value.reshape(len(logits), -1).norm(dim=1, keepdim=True)
+        if stage is not None:
+            stage.add(logits.detach(), norms)
+            return
+        parts = [batch["row_ids"], logits.detach(), batch["labels"]] + ([norms] if norms is not None else [])
         gathered = accelerator.gather_for_metrics(tuple(parts))
         recorder.update(gathered[0], gathered[1], gathered[2], epoch, gathered[3] if tap is not None else None)
 
@@ -202,6 +277,8 @@ def fit_and_record(
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
             model.train()
+            if stage is not None:
+                stage.start(epoch, rows[sampler.order()] if eval_loader is None else rows)
             for batch in loader:
                 logits = model_logits(call_model(model, batch["inputs"]))
                 loss = F.cross_entropy(logits, batch["labels"])
@@ -211,12 +288,16 @@ def fit_and_record(
                 if eval_loader is None:
                     record(batch, logits, epoch)
                 bar.update()
+            if stage is not None and eval_loader is None:
+                stage.hand_over()
             if eval_loader is not None:
                 model.eval()
                 with torch.no_grad():
                     for batch in eval_loader:
                         record(batch, model_logits(call_model(model, batch["inputs"])), epoch)
                         bar.update()
+                if stage is not None:
+                    stage.hand_over()
     finally:
         bar.close()
         if tap is not None:
