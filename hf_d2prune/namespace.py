@@ -331,6 +331,7 @@ class D2Accessor:
         scores: Any = ("forgetting", "aum", "el2n", "entropy"),
         subset: Optional[float] = None,
         stratify: bool = True,
+        match_steps: Optional[bool] = None,
         seed: int = 0,
         shuffle: bool = True,
         accelerator: Any = None,
@@ -365,6 +366,9 @@ class D2Accessor:
             scores: which scores to compute (``hf_d2prune.dynamics.KNOWN_SCORES``).
             subset: train on a seeded (``stratify``: class-balanced) fraction of the rows only;
                 other rows get NaN and ``<score>_measured = False``, for ``ds.d2.extrapolate``.
+            match_steps: with ``subset``, shrink the batch so an epoch over the subset takes as
+                many optimizer steps as one over all rows (the full run's schedule, which the
+                windowed scores measure); default: on for ``dynamic_uncertainty`` / ``tdds``.
             seed: seeds the subset, the shuffling and the model's training.
             accelerator: an ``accelerate.Accelerator`` to use (default: one is made).
             eval_pass: also run an eval-mode pass over the training rows each epoch and record
@@ -386,7 +390,8 @@ class D2Accessor:
 
         return train_dynamics(
             self._ds, model, label=label, inputs=inputs, epochs=epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, scores=scores, subset=subset, stratify=stratify, seed=seed, shuffle=shuffle,
+            optimizer=optimizer, scores=scores, subset=subset, stratify=stratify, match_steps=match_steps,
+            seed=seed, shuffle=shuffle,
             accelerator=accelerator, collate_fn=collate_fn, tokenizer=tokenizer, processor=processor,
             max_length=max_length, eval_pass=eval_pass, progress=progress, **score_options,
         )

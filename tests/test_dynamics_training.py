@@ -155,6 +155,21 @@ def test_subset_trains_on_a_stratified_fraction_only(digits):
     assert np.abs(per_class - expected).max() < 1
 
 
+def test_match_steps_gives_a_subset_epoch_as_many_steps_as_a_full_one(digits):
+    kwargs = dict(inputs="pixels", epochs=2, batch_size=64, subset=0.1, tdds_window=2, progress=False)
+    # 1,797 rows / 64 = 29 steps an epoch; the 180-row subset: batch 6 → 30 steps (7 would give 26)
+    auto = read_provenance(train_dynamics(digits, Head(), scores=["tdds"], **kwargs))[-1]
+    assert auto["match_steps"] is True and auto["subset_batch_size"] == 6 and auto["rows_trained"] == 180
+    off = read_provenance(train_dynamics(digits, Head(), scores=["tdds"], match_steps=False, **kwargs))[-1]
+    assert off["match_steps"] is False and off["subset_batch_size"] == 64
+    plain = read_provenance(train_dynamics(digits, Head(), scores=["aum"], **kwargs))[-1]
+    assert plain["match_steps"] is False and plain["subset_batch_size"] == 64  # no windowed score: off
+    forced = read_provenance(train_dynamics(digits, Head(), scores=["aum"], match_steps=True, **kwargs))[-1]
+    assert forced["subset_batch_size"] == 6
+    with pytest.raises(InvalidParameterError, match="match_steps"):
+        train_dynamics(digits, Head(), scores=["aum"], match_steps="yes", **kwargs)
+
+
 def test_eval_pass_records_the_end_of_epoch_model(digits):
     out = train_dynamics(digits, Head(), inputs="pixels", epochs=1, batch_size=64, shuffle=False, eval_pass=True,
                          scores=["loss"], progress=False)

@@ -165,6 +165,7 @@ def train_dynamics(
     scores: Sequence[str] = DEFAULT_SCORES,
     subset: Optional[float] = None,
     stratify: bool = True,
+    match_steps: Optional[bool] = None,
     seed: int = 0,
     shuffle: bool = True,
     accelerator: Any = None,
@@ -202,6 +203,15 @@ def train_dynamics(
         subset: train on a seeded random fraction in (0, 1] of the rows only; the other rows get
             NaN and ``<score>_measured`` bool columns are added (``ds.d2.extrapolate`` fills them).
         stratify: draw the subset per class, in proportion.
+        match_steps: with ``subset``, train with the smallest batch (≈ ``batch_size × subset``, a
+            multiple of the number of processes) that gives an epoch over the subset as many
+            optimizer steps as an epoch over all rows: the subset run then follows the full run's
+            schedule, which windowed scores measure. With the full batch a 10% run takes 10× fewer
+            steps, and Dynamic Uncertainty / TDDS from it can rank rows even *opposite* to a full
+            run (benchmarks/RESULTS.md, score extrapolation). It costs as many steps as a full run,
+            each on a tenth of the rows: a saving where per-row compute dominates the step.
+            ``None`` (default): on when ``subset`` is given and ``dynamic_uncertainty`` or ``tdds``
+            is requested.
         seed: seeds torch, the subset and the per-epoch shuffles (deterministic on CPU).
         shuffle: reshuffle rows each epoch (``False``: dataset order, for comparisons).
         accelerator: an ``accelerate.Accelerator`` (default: one with ``split_batches=True``).
@@ -255,6 +265,10 @@ def train_dynamics(
         )
     if subset is not None:
         subset = check_fraction(subset, "subset", low=0.0, high=1.0, low_inclusive=False, high_inclusive=True)
+    if match_steps is not None and not isinstance(match_steps, bool):
+        raise InvalidParameterError(f"match_steps must be True, False or None (automatic), got {match_steps!r}.")
+    if match_steps is None:
+        match_steps = subset is not None and any(n in ("dynamic_uncertainty", "tdds") for n in names)
     seed = check_positive_int(seed, "seed", minimum=0)
     labels, num_classes = _labels_and_classes(ds, label)
     make_inputs, input_columns, input_kind = _input_builder(
@@ -269,6 +283,17 @@ def train_dynamics(
             f"(each gets batch_size / processes rows of every global batch)."
         )
     rows = np.arange(len(ds)) if subset is None else subset_rows(labels, subset, stratify=stratify, seed=seed)
+    step_batch = batch_size
+    if match_steps and subset is not None:
+        # As many steps per epoch as over all rows: ceil(len(rows) / b) == ceil(len(ds) / batch_size).
+        processes = accelerator.num_processes
+        steps = -(-len(ds) // batch_size)
+        candidates = {max(processes, -(-b // processes) * processes)
+                      for b in (len(rows) // steps, -(-len(rows) // steps))}
+        # The batch whose step count comes closest (ties: the larger, cheaper batch).
+        step_batch = min(candidates, key=lambda b: (abs(-(-len(rows) // b) - steps), -b))
+        logger.info("subset of %d rows with batch %d: %d steps per epoch, as over all %d rows with batch %d",
+                    len(rows), step_batch, -(-len(rows) // step_batch), len(ds), batch_size)
 
     identity, model_name = _model_identity(model)
     was_training = model.training
@@ -302,7 +327,7 @@ def train_dynamics(
         score_options = {**score_options, "grand_bias": last_linear(model).bias is not None}
 
     recorder = DynamicsRecorder(len(ds), width, names, **score_options)
-    fit_and_record(model, make_inputs, labels, rows, recorder, epochs=epochs, batch_size=batch_size,
+    fit_and_record(model, make_inputs, labels, rows, recorder, epochs=epochs, batch_size=step_batch,
                    optimizer=optimizer, lr=lr, seed=seed, shuffle=shuffle, accelerator=accelerator,
                    eval_pass=eval_pass, progress=progress)
 
@@ -318,6 +343,7 @@ def train_dynamics(
         "lr": lr if optimizer is None else None,
         "optimizer": type(optimizer).__name__ if optimizer is not None else "AdamW",
         "scores": list(names), "score_options": recorder.options, "subset": subset, "stratify": stratify,
+        "match_steps": bool(match_steps and subset is not None), "subset_batch_size": step_batch if subset is not None else None,
         "seed": seed, "shuffle": shuffle, "eval_pass": bool(eval_pass), "num_processes": accelerator.num_processes,
     }
     out = _add_columns(ds, columns, ("hf_d2prune.train_dynamics", identity, params))
