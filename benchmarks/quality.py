@@ -73,6 +73,7 @@ def newsgroups_embedded(split: str, n: int):
 METHODS = ["random", "topk", "easiest", "ccs", "moderate", "kcenter", "d2", "d2_classwise", "d2_cutoff"]
 KEEPS = [0.7, 0.5, 0.3, 0.2, 0.1]
 TUNE_KEEPS = [0.3, 0.1]          # D2 / cutoff hyperparameters: mean validation accuracy at these budgets
+PER_KEEP = False                 # True: a separate search at every keep instead (the D2 paper tunes per pruning rate)
 GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forward": [0.1, 1.0, 4.0],
         "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
 DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.0}
@@ -216,15 +217,18 @@ def score_pool(task: dict, cfg: dict, seed: int, timings: dict):
 
     Fashion-MNIST: the score model is the CNN; the kNN-graph embedding is its 64-d penultimate
     layer (``ds.d2.embed("image", model=<callable>)``, L2-normalised). 20 Newsgroups: a linear
-    head on the MiniLM embeddings, which are also the kNN-graph embedding.
+    head on the MiniLM embeddings, which are also the kNN-graph embedding. EL2N is averaged over the
+    first ``cfg["el2n_epochs"]`` epochs when the configuration sets it (else the library's default, 10).
     """
     torch = _torch()
     pool = task["pool"]
+    options = {"el2n_epochs": cfg["el2n_epochs"]} if "el2n_epochs" in cfg else {}
     t = time.perf_counter()
     if task["kind"] == "image":
         model = make_cnn(seed)
         ds = pool.d2.train_dynamics(model, inputs="image", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
-                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False)
+                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False,
+                                    **options)
         timings["score_model"] = timings.get("score_model", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         features = model[0].eval()
@@ -241,7 +245,8 @@ def score_pool(task: dict, cfg: dict, seed: int, timings: dict):
     else:
         head = make_linear(seed, task["X"].shape[1], task["classes"])
         ds = pool.d2.train_dynamics(head, inputs="embedding", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
-                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False)
+                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False,
+                                    **options)
         timings["score_model"] = timings.get("score_model", 0.0) + time.perf_counter() - t
     # D2's messages assume non-negative scores (the reverse step subtracts exp(-γ·d)·s_pick from each
     # neighbour: a negative pick would *raise* its neighbours). -AUM is negative for most rows, so
@@ -286,8 +291,12 @@ def train_on(task: dict, cfg: dict, rows, seed: int, split: str = "test") -> flo
     return fit_and_evaluate(task["kind"], task["X"], task["y"], rows, X_eval, y_eval, cfg, seed)
 
 
-def tune(task: dict, cfg: dict, ds, timings: dict, log) -> tuple[dict, list]:
-    """Coordinate search on the validation split (seed 0): score, k, γ_f, γ_r, then the cutoffs."""
+def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[dict, list]:
+    """Coordinate search on the validation split (seed 0): score, k, γ_f, γ_r, then the cutoffs.
+
+    The objective is the mean validation accuracy at ``keeps``. The score candidates are
+    ``cfg["scores"]`` when the configuration sets them, else ``GRID["score"]``.
+    """
     t = time.perf_counter()
     trials: list = []
     cache: dict = {}
@@ -296,16 +305,17 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log) -> tuple[dict, list]:
         key = (method, tuple(sorted(hp.items())))
         if key not in cache:
             ranked = rank(ds, method, hp, seed=0)
-            accs = [train_on(task, cfg, kept_rows(ranked, method, keep), seed=0, split="val") for keep in TUNE_KEEPS]
+            accs = [train_on(task, cfg, kept_rows(ranked, method, keep), seed=0, split="val") for keep in keeps]
             cache[key] = float(np.mean(accs))
-            trials.append({"method": method, **hp, **{f"val_acc@{k}": a for k, a in zip(TUNE_KEEPS, accs)},
+            trials.append({"method": method, **hp, **{f"val_acc@{k}": a for k, a in zip(keeps, accs)},
                            "val_acc_mean": cache[key]})
-            log(f"  tune {task['name']} {method} {hp}: val {cache[key]:.4f}")
+            log(f"  tune {task['name']} @{keeps} {method} {hp}: val {cache[key]:.4f}")
         return cache[key]
 
     best = dict(DEFAULT_D2)
+    grid = {**GRID, "score": cfg.get("scores", GRID["score"])}
     for key in ("score", "k", "gamma_forward", "gamma_reverse"):
-        scored = {value: evaluate("d2", {**best, key: value}) for value in GRID[key]}
+        scored = {value: evaluate("d2", {**best, key: value}) for value in grid[key]}
         best[key] = max(scored, key=scored.get)
     if best["score"] == "aum_raw":  # the comparison is reported; selection uses the [0, 1] scores
         best["score"] = "aum"
@@ -314,8 +324,13 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log) -> tuple[dict, list]:
     ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in GRID["ccs_beta"]}
     best["ccs_beta"] = max(ccs, key=ccs.get)
     evaluate("random", {"score": best["score"]})
-    timings["tuning"] = time.perf_counter() - t
+    timings["tuning"] = timings.get("tuning", 0.0) + time.perf_counter() - t
     return best, trials
+
+
+def hp_at(result: dict, keep: float) -> dict:
+    """The hyperparameters used at ``keep`` (one set for every keep unless tuned per keep)."""
+    return result["hp"][str(keep)] if result.get("tuned_per_keep") else result["hp"]
 
 
 # ----------------------------------------------------------------------------- one dataset
@@ -331,8 +346,12 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
     t0 = time.perf_counter()
     scored[0] = score_pool(task, cfg, 0, timings)
     log(f"  scored seed 0 ({time.perf_counter() - t0:.0f} s)")
-    hp, trials = tune(task, cfg, scored[0], timings, log)
-    log(f"  chosen {hp} ({timings['tuning']:.0f} s)")
+    hp_by_keep, trials = {}, []
+    for keeps in ([[keep] for keep in KEEPS] if PER_KEEP else [TUNE_KEEPS]):
+        hp, tried = tune(task, cfg, scored[0], timings, log, keeps)
+        trials += tried
+        hp_by_keep.update({str(keep): hp for keep in (keeps if PER_KEEP else KEEPS)})
+        log(f"  chosen {hp}" + (f" at keep {keeps[0]}" if PER_KEEP else "") + f" ({timings['tuning']:.0f} s)")
 
     acc = {m: {str(k): [] for k in KEEPS} for m in METHODS}
     full = []
@@ -344,22 +363,27 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
         full.append(train_on(task, cfg, np.arange(len(task["X"])), seed))
         timings["downstream"] += time.perf_counter() - t
         for method in METHODS:
-            t = time.perf_counter()
-            ranked = rank(ds, method, hp, seed)
-            timings["selection"] += time.perf_counter() - t
+            ranked_by_hp: dict = {}  # one ranking per distinct hyperparameter set
             for keep in KEEPS:
+                hp = hp_by_keep[str(keep)]
+                key = tuple(sorted(hp.items()))
+                if key not in ranked_by_hp:
+                    t = time.perf_counter()
+                    ranked_by_hp[key] = rank(ds, method, hp, seed)
+                    timings["selection"] += time.perf_counter() - t
                 t = time.perf_counter()
-                rows = kept_rows(ranked, method, keep)
+                rows = kept_rows(ranked_by_hp[key], method, keep)
                 acc[method][str(keep)].append(train_on(task, cfg, rows, seed))
                 timings["downstream"] += time.perf_counter() - t
-            if seed == 0 and method in ("random", "topk", "d2"):
-                picture = picture or {"embedding": ds.d2.embeddings(), "score": np.asarray(ds[score_column(hp["score"])]),
-                                      "kept": {}}
-                picture["kept"][method] = kept_rows(ranked, method, 0.2)
+                if seed == 0 and keep == 0.2 and method in ("random", "topk", "d2"):
+                    picture = picture or {"embedding": ds.d2.embeddings(),
+                                          "score": np.asarray(ds[score_column(hp["score"])]), "kept": {}}
+                    picture["kept"][method] = rows
         log(f"  seed {seed}: full {full[-1]:.4f}; " + ", ".join(
             f"{m} {acc[m]['0.1'][-1]:.3f}" for m in METHODS) + " (keep 0.1)")
     return {"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
-            "test_rows": len(task["X_test"]), "hp": hp, "trials": trials, "acc": acc, "full": full,
+            "test_rows": len(task["X_test"]), "hp": hp_by_keep if PER_KEEP else hp, "tuned_per_keep": PER_KEEP,
+            "trials": trials, "acc": acc, "full": full,
             "timings": timings, "picture": picture}
 
 
@@ -421,7 +445,7 @@ def plot_picture(result: dict, path: Path) -> None:
         ax.hist(pic["score"], bins=bins, color="lightgrey", label="all rows")
         ax.hist(pic["score"][mask], bins=bins, color="tab:red", alpha=0.8, label="kept")
         ax.set_yscale("log")
-        ax.set_xlabel(f"{result['hp']['score']} score, scaled to [0, 1] (higher = harder)")
+        ax.set_xlabel(f"{hp_at(result, 0.2)['score']} score, scaled to [0, 1] (higher = harder)")
         ax.legend(fontsize=7)
     fig.suptitle(f"{TITLES[result['name']]}, seed 0: what each method keeps at 20%")
     fig.tight_layout()
@@ -447,14 +471,21 @@ def table(result: dict) -> str:
 
 
 def tuning_table(result: dict) -> str:
-    lines = ["| method | score | k | γ_f | γ_r | β | " + " | ".join(f"val @{int(k * 100)}%" for k in TUNE_KEEPS) + " | mean |",
-             "|---|---|---|---|---|---|" + "---|" * (len(TUNE_KEEPS) + 1)]
+    keeps = KEEPS if result.get("tuned_per_keep") else TUNE_KEEPS
+    lines = ["| method | score | k | γ_f | γ_r | β | " + " | ".join(f"val @{int(k * 100)}%" for k in keeps) + " | mean |",
+             "|---|---|---|---|---|---|" + "---|" * (len(keeps) + 1)]
     for tr in result["trials"]:
         beta = tr.get("beta", tr.get("ccs_beta", ""))
         lines.append(f"| {tr['method']} | {tr.get('score', '')} | {tr.get('k', '')} | {tr.get('gamma_forward', '')} | "
                      f"{tr.get('gamma_reverse', '')} | {beta} | "
-                     + " | ".join(f"{tr[f'val_acc@{k}'] * 100:.1f}" for k in TUNE_KEEPS) + f" | {tr['val_acc_mean'] * 100:.1f} |")
+                     + " | ".join(f"{tr[f'val_acc@{k}'] * 100:.1f}" if f"val_acc@{k}" in tr else "" for k in keeps)
+                     + f" | {tr['val_acc_mean'] * 100:.1f} |")
     return "\n".join(lines)
+
+
+def chosen(hp: dict) -> str:
+    return (f"**score = {hp['score']}, k = {hp['k']}, γ_f = {hp['gamma_forward']}, γ_r = {hp['gamma_reverse']}, "
+            f"D2 cutoff β = {hp['beta']}, CCS β = {hp['ccs_beta']}**")
 
 
 def reading(result: dict) -> str:
@@ -481,16 +512,18 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
             f"CCS, k-center) and re-initialises and re-shuffles the downstream model. **Bold**: D2 above random's mean. "
             f"Raw numbers: `benchmarks/results/quality{suffix}.json`.", ""]
     for result in results:
-        cfg, hp, tm = result["config"], result["hp"], result["timings"]
+        cfg, tm = result["config"], result["timings"]
         name = result["name"]
         if name == "fashion_mnist":
             setup = (f"Pool: a class-stratified {result['pool_rows']:,} of the 60,000 training images (seed 0); validation: "
                      f"{result['val_rows']:,} other training images; test: {result['test_rows']:,} of the official test split. "
                      f"Score model and downstream model: the same small CNN (conv 5x5/2 16ch, conv 3x3/2 32ch, FC 64, FC 10), "
                      f"AdamW + one-cycle lr {cfg['lr']}, batch {cfg['batch']}; scores from "
-                     f"`ds.d2.train_dynamics` over {cfg['score_epochs']} epochs on the pool. kNN-graph embedding (D2, "
-                     f"Moderate, k-center): the score CNN's 64-d penultimate features, via "
-                     f"`ds.d2.embed(\"image\", model=<callable>)`, L2-normalised.")
+                     f"`ds.d2.train_dynamics` over {cfg['score_epochs']} epochs on the pool"
+                     + (f" (EL2N averaged over the first {cfg['el2n_epochs']})" if "el2n_epochs" in cfg else "")
+                     + ". kNN-graph embedding (D2, "
+                     "Moderate, k-center): the score CNN's 64-d penultimate features, via "
+                     "`ds.d2.embed(\"image\", model=<callable>)`, L2-normalised.")
         else:
             setup = (f"Pool: a class-stratified {result['pool_rows']:,} of a fixed random sample of the 11,293 training "
                      f"posts; validation: {result['val_rows']:,} other training posts; test: a fixed random "
@@ -504,12 +537,15 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                  f"(the same rule for every method, so small coresets are not just under-trained).", "",
                  table(result), "",
                  f"![accuracy vs keep](quality_plots/{name}{suffix}_accuracy.png)", "",
-                 f"Chosen on validation (seed 0, mean val accuracy at keep {', '.join(f'{int(k*100)}%' for k in TUNE_KEEPS)}; "
-                 f"coordinate search over score ∈ {GRID['score']}, k ∈ {GRID['k']}, γ_f ∈ {GRID['gamma_forward']}, "
+                 ("Chosen on validation separately at each keep (seed 0, val accuracy at that keep; "
+                  if result.get("tuned_per_keep") else
+                  f"Chosen on validation (seed 0, mean val accuracy at keep {', '.join(f'{int(k*100)}%' for k in TUNE_KEEPS)}; ")
+                 + f"coordinate search over score ∈ {cfg.get('scores', GRID['score'])}, k ∈ {GRID['k']}, γ_f ∈ {GRID['gamma_forward']}, "
                  f"γ_r ∈ {GRID['gamma_reverse']}, then D2's cutoff β ∈ {GRID['beta']} and CCS's β ∈ {GRID['ccs_beta']}): "
-                 f"**score = {hp['score']}, k = {hp['k']}, γ_f = {hp['gamma_forward']}, γ_r = {hp['gamma_reverse']}, "
-                 f"D2 cutoff β = {hp['beta']}, CCS β = {hp['ccs_beta']}**. (`aum_raw` = D2 on the raw −AUM column, "
-                 f"most of it negative; every other row uses the score min-max scaled to [0, 1].)", "",
+                 + ("; ".join(f"{int(k * 100)}%: {chosen(hp_at(result, k))}" for k in KEEPS) if result.get("tuned_per_keep")
+                    else chosen(result["hp"]))
+                 + ". (`aum_raw` = D2 on the raw −AUM column, "
+                 "most of it negative; every other row uses the score min-max scaled to [0, 1].)", "",
                  "<details><summary>validation trials</summary>", "", tuning_table(result), "", "</details>", "",
                  "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in tm.items()) + ".", "",
                  "D2 minus random / minus CCS (accuracy points):", "", reading(result), ""]
@@ -517,7 +553,7 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
 
 
 def main() -> None:
-    global THREADS, TUNE_KEEPS
+    global THREADS, TUNE_KEEPS, PER_KEEP
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the small configuration (< 10 min)")
     parser.add_argument("--datasets", nargs="+", default=["fashion_mnist", "20newsgroups"], choices=list(TITLES))
@@ -526,7 +562,22 @@ def main() -> None:
                         help="Fashion-MNIST pool size instead of the configuration's (own JSON, plots and section)")
     parser.add_argument("--tune-keeps", type=float, nargs="+", default=None,
                         help=f"budgets the validation search optimises (default {TUNE_KEEPS}; own JSON, plots and section)")
-    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--tune-per-keep", action="store_true",
+                        help="a separate validation search at every keep instead of one for all (own JSON, plots and section)")
+    parser.add_argument("--fm-val", type=int, default=None,
+                        help="Fashion-MNIST validation rows instead of the configuration's (a larger split makes "
+                             "the validation search less noisy; the pool is drawn from the remaining rows)")
+    parser.add_argument("--fm-score-epochs", type=int, default=None,
+                        help="Fashion-MNIST score-model epochs instead of the configuration's (own JSON, plots and section)")
+    parser.add_argument("--fm-el2n-epochs", type=int, default=None,
+                        help="Fashion-MNIST: average EL2N over the first N score-model epochs (default: the library's 10)")
+    parser.add_argument("--fm-scores", nargs="+", default=None, choices=["aum", "forgetting", "el2n", "aum_raw"],
+                        help=f"Fashion-MNIST score candidates of the validation search (default {GRID['score']})")
+    parser.add_argument("--fm-min-steps", type=int, default=None,
+                        help="Fashion-MNIST downstream steps floor instead of the configuration's; the full pool's "
+                             "epochs x batches (625 for 8,000 rows) trains every coreset for as many steps as the "
+                             "full pool (the CCS / D2 protocol)")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md (JSON and plots are still written)")
     args = parser.parse_args()
     THREADS = args.threads
     tag = "quick" if args.quick else "full"
@@ -535,9 +586,27 @@ def main() -> None:
     if args.fm_pool:
         config["fashion_mnist"]["pool"] = args.fm_pool
         suffix += f"_fm{args.fm_pool}"
+    # Fashion-MNIST overrides: configuration key, file-name part, words for the section title
+    fm_options = {"fm_val": ("val", "val", "validation {} rows"),
+                  "fm_score_epochs": ("score_epochs", "se", "score model {} epochs"),
+                  "fm_el2n_epochs": ("el2n_epochs", "el2n", "EL2N over {} epochs"),
+                  "fm_scores": ("scores", "scores-", "scores {}"),
+                  "fm_min_steps": ("min_steps", "steps", "at least {} steps")}
+    fm_flags, fm_titles = "", ""
+    for dest, (key, short, words) in fm_options.items():
+        value = getattr(args, dest)
+        if value:
+            config["fashion_mnist"][key] = value
+            text = "-".join(value) if isinstance(value, list) else str(value)
+            suffix += f"_fm{short}{text}"
+            fm_flags += f" --{dest.replace('_', '-')} " + (" ".join(value) if isinstance(value, list) else text)
+            fm_titles += ", Fashion-MNIST " + words.format(", ".join(value) if isinstance(value, list) else f"{value:,}")
     if args.tune_keeps:
         TUNE_KEEPS = list(args.tune_keeps)
         suffix += "_tune" + "-".join(str(int(k * 100)) for k in TUNE_KEEPS)
+    if args.tune_per_keep:
+        PER_KEEP = True
+        suffix += "_tuneperkeep"
     start = time.perf_counter()
 
     def log(message: str) -> None:
@@ -560,8 +629,9 @@ def main() -> None:
     (HERE / "results" / f"quality{suffix}.json").write_text(json.dumps({"wall_s": wall, "results": raw}, indent=1))
     command = "python benchmarks/quality.py" + (" --quick" if args.quick else "") + (
         "" if args.datasets == ["fashion_mnist", "20newsgroups"] else " --datasets " + " ".join(args.datasets)) + (
-        f" --fm-pool {args.fm_pool}" if args.fm_pool else "") + (
-        " --tune-keeps " + " ".join(map(str, args.tune_keeps)) if args.tune_keeps else "")
+        f" --fm-pool {args.fm_pool}" if args.fm_pool else "") + fm_flags + (
+        " --tune-keeps " + " ".join(map(str, args.tune_keeps)) if args.tune_keeps else "") + (
+        " --tune-per-keep" if args.tune_per_keep else "")
     body = section(results, args, wall, command, suffix)
     body += (f"\n### Diversity and difficulty: what is kept\n\n![kept vs dropped](quality_plots/"
              f"{picture_of['name']}{suffix}_kept_pca_hist.png)\n")
@@ -570,8 +640,9 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from _results import write_section
 
-        variant = (f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + (
-            f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}" if args.tune_keeps else "")
+        variant = (f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + fm_titles + (
+            f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}" if args.tune_keeps else "") + (
+            ", tuned per keep" if args.tune_per_keep else "")
         write_section(f"Coreset quality ({tag}{variant})", body)
     log("done")
 
