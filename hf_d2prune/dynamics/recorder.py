@@ -204,7 +204,7 @@ class DynamicsRecorder:
             return
         epoch = int(epoch)
         fields = (rows, logits, labels, features)
-        if size > self.flush_rows:  # larger than the buffer: fold it at once
+        if size >= self.flush_rows:  # fills the buffer or more: fold it at once, without staging
             self.flush()
             self._fold(epoch, *(None if v is None else _numpy(v, np.float64 if f.floating else np.int64)
                                 for f, v in zip(self._staging, fields)))
