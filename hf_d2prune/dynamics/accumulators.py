@@ -89,6 +89,18 @@ class Batch:
         _, exp, total = self._softmax_parts
         return exp / total
 
+    @cached_property
+    def entropy(self) -> np.ndarray:
+        """H(p) = log Σ exp(z − max z) − Σ_c p_c (z_c − max z) (no log-softmax matrix needed)."""
+        shifted, _, total = self._softmax_parts
+        return np.log(total) - (self.probs_by_class * shifted).sum(axis=0)
+
+    @cached_property
+    def loss(self) -> np.ndarray:
+        """−log p_y."""
+        shifted, _, total = self._softmax_parts
+        return np.log(total) - shifted[self.labels, self._arange]
+
     @property
     def probs(self) -> np.ndarray:
         """(B, C) softmax (a transposed view of :attr:`probs_by_class`)."""
@@ -349,13 +361,13 @@ class FinalPrediction(ScoreFamily):
     def _value(self, name: str, batch: Batch) -> np.ndarray:
         p = batch.probs_by_class
         if name == "entropy":
-            return -(p * batch.log_probs_by_class).sum(axis=0)
+            return batch.entropy
         if name == "least_confidence":
             return 1.0 - p.max(axis=0)
         if name == "margin":
             top2 = np.partition(p, -2, axis=0)[-2:]  # C >= 2 always
             return 1.0 - (top2[1] - top2[0])
-        return -batch.log_probs_by_class[batch.labels, batch._arange]
+        return batch.loss
 
     def update(self, batch):
         for name, values in self.last.items():

@@ -53,10 +53,16 @@ def required_epochs(scores: "str | Iterable[str]", options: Optional[dict] = Non
 
 
 def _numpy(values: Any, dtype: Any) -> np.ndarray:
-    """A numpy copy (never a view of a tensor the training loop may reuse)."""
+    """A numpy copy (never a view of a tensor the training loop may reuse).
+
+    A 2-D float64 result is laid out class-major — the transposed view of a C-contiguous (C, B)
+    array, made in the same copy — which is the layout the fold computes in (see ``Batch``).
+    """
     if hasattr(values, "detach"):  # torch tensor: no torch import needed here
         values = values.detach().cpu()
         values = (values.float() if values.is_floating_point() else values).numpy()  # bf16 has no numpy dtype
+    if dtype is np.float64 and np.ndim(values) == 2:
+        return np.array(np.asarray(values).T, dtype=dtype, order="C").T
     return np.array(values, dtype=dtype)
 
 
