@@ -232,7 +232,8 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
 def report(res: dict, args: argparse.Namespace, wall: float) -> str:
     fr = args.fractions
     lines = [
-        f"Command: `python benchmarks/bench_extrapolation_cnn.py{' --quick' if args.quick else ''} --threads {args.threads}`"
+        f"Command: `python benchmarks/bench_extrapolation_cnn.py{' --quick' if args.quick else ''}"
+        f"{f' --epochs {EPOCHS}' if res['epochs'] != 15 else ''} --threads {args.threads}`"
         f" ({wall / 60:.1f} min wall; {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)).",
         "",
         f"Pool: a class-stratified {res['rows_pool']:,} Fashion-MNIST training images; test: {res['rows_test']:,} of the "
@@ -281,12 +282,16 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
 
 
 def main() -> None:
+    global EPOCHS
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3,000-row pool, fraction 0.1, 1 seed")
     parser.add_argument("--pool", type=int, default=10000)
     parser.add_argument("--test", type=int, default=5000)
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.2])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help=f"score-model epochs (default {EPOCHS}; the TDDS authors' default is 30); "
+                             "other values get their own JSON and section")
     parser.add_argument("--down-epochs", type=int, default=8)
     parser.add_argument("--min-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
@@ -294,7 +299,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.pool, args.test, args.fractions, args.seeds = 3000, 2000, [0.1], 1
-    args.output_name = f"extrapolation_cnn{'_quick' if args.quick else ''}.json"
+    custom = args.epochs != EPOCHS
+    EPOCHS = args.epochs
+    args.output_name = f"extrapolation_cnn{'_quick' if args.quick else ''}{f'_e{EPOCHS}' if custom else ''}.json"
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
     start = time.perf_counter()
@@ -306,7 +313,8 @@ def main() -> None:
     body = report(res, args, wall)
     print(body)
     if not args.no_write:
-        title = "Score extrapolation: CNN on Fashion-MNIST" + (" (quick)" if args.quick else "")
+        title = ("Score extrapolation: CNN on Fashion-MNIST" + (" (quick)" if args.quick else "")
+                 + (f" ({EPOCHS} epochs)" if custom else ""))
         write_section(title, body)
 
 

@@ -272,9 +272,15 @@ def fit_and_record(
     tap = _FeatureTap(last_linear(accelerator.unwrap_model(model))) if recorder is not None and recorder.needs_features else None
 
     # One process: stage the logits and feed the recorder per chunk. Several: gather each batch
-    # by row id across processes and feed it at once.
+    # by row id across processes and feed it at once. Staging relies on the batches coming in the
+    # samplers' order, so it is used only when the prepared loaders still draw from them.
+    def draws_from(prepared: Any, kind: Any) -> bool:
+        return isinstance(getattr(getattr(prepared, "batch_sampler", None), "sampler", None), kind)
+
     stage = None
-    if recorder is not None and accelerator.num_processes == 1:
+    if recorder is not None and accelerator.num_processes == 1 and (
+            draws_from(eval_loader, torch.utils.data.SequentialSampler) if eval_loader is not None
+            else getattr(getattr(loader, "batch_sampler", None), "sampler", None) is sampler):
         stage = _EpochStage(recorder, np.asarray(labels, dtype=np.int64))
 
     def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:
