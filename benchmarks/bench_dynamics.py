@@ -28,25 +28,30 @@ from hf_d2prune.dynamics.loop import default_accelerator, fit_and_record
 
 
 class TimedRecorder(DynamicsRecorder):
-    """A real recorder that also sums the time spent inside its own update() and flush()."""
+    """A real recorder that also sums the time spent inside its own update(), flush() and results()
+    (outermost calls only: update() and results() call flush())."""
 
     spent = 0.0
+    _depth = 0
+
+    def _timed(self, method, *args, **kwargs):
+        start = time.perf_counter()
+        self._depth += 1
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.spent += time.perf_counter() - start
 
     def update(self, *args, **kwargs):
-        start = time.perf_counter()
-        super().update(*args, **kwargs)
-        self.spent += time.perf_counter() - start
+        return self._timed(super().update, *args, **kwargs)
 
     def flush(self):
-        start = time.perf_counter()
-        super().flush()
-        self.spent += time.perf_counter() - start
+        return self._timed(super().flush)
 
     def results(self):
-        start = time.perf_counter()
-        out = super().results()
-        self.spent += time.perf_counter() - start
-        return out
+        return self._timed(super().results)
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import hf_d2prune  # noqa: E402,F401  (registers ds.d2)
 from _results import write_section  # noqa: E402
+from bench_extrapolation import mean_std, timed_coreset  # noqa: E402
 from hf_d2prune.builtin import load_builtin  # noqa: E402
 from hf_d2prune.dynamics import train_dynamics  # noqa: E402
 from hf_d2prune.dynamics.api import subset_rows  # noqa: E402
@@ -111,12 +112,6 @@ def with_features(ds: datasets.Dataset, model: torch.nn.Sequential) -> tuple[dat
     return out, time.perf_counter() - start
 
 
-def timed_rank(ds: datasets.Dataset, score: str) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    rank = np.asarray(ds.d2.coreset(score, method="d2", k=10)["d2_rank"])
-    return rank, time.perf_counter() - start
-
-
 def downstream(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, seed: int,
                epochs: int, min_steps: int) -> float:
     """Test accuracy of a fresh CNN trained on (x, y): ``epochs`` epochs but at least ``min_steps`` steps."""
@@ -140,10 +135,6 @@ def downstream(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.ndar
     return float((pred == test_y).mean())
 
 
-def mean_std(values) -> list[float]:
-    return [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
-
-
 def correlations(sub: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
     return {"spearman": round(float(spearmanr(sub[~mask], ref[~mask])[0]), 3),
             "kendall": round(float(kendalltau(sub[~mask], ref[~mask])[0]), 3)}
@@ -152,7 +143,7 @@ def correlations(sub: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
 def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, down_epochs: int, min_steps: int) -> dict:
     pool, test_x, test_y = load(pool_size, test_size)
     warm, warm_model, _ = score_run(pool.select(range(256)), None)  # one-off set-up of the first calls, untimed
-    timed_rank(with_features(warm, warm_model)[0], "tdds")
+    timed_coreset(with_features(warm, warm_model)[0], "tdds")
 
     full, full_model, t_full_train = score_run(pool, None)
     full, t_full_feats = with_features(full, full_model)
@@ -161,7 +152,7 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
     rankings: dict[str, object] = {}
     ranking_times = []
     for score in RANKED:
-        rankings[f"{score} full"], t = timed_rank(full, score)
+        rankings[f"{score} full"], t = timed_coreset(full, score)
         ranking_times.append(t)
     t_rank = float(np.mean(ranking_times))
     t_full = t_full_train + t_full_feats + t_rank
@@ -200,7 +191,7 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
         t_part_rank = []
         if fraction == 0.1 or len(fractions) == 1:
             for score in RANKED:
-                rankings[f"{score} {fraction:.0%}+knn"], t = timed_rank(extrapolated[score], score)
+                rankings[f"{score} {fraction:.0%}+knn"], t = timed_coreset(extrapolated[score], score)
                 t_part_rank.append(t)
         t_part_rank_mean = float(np.mean(t_part_rank)) if t_part_rank else t_rank
         total = t_train + t_feats + t_one_extra + t_part_rank_mean

@@ -71,17 +71,11 @@ class Batch:
 
     @cached_property
     def _softmax_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # One exp pass serves both the probabilities and the log-probabilities.
+        # One exp pass serves the probabilities, the entropy and the loss.
         z = self.logits_by_class
         shifted = z - z.max(axis=0)
         exp = np.exp(shifted)
         return shifted, exp, exp.sum(axis=0)
-
-    @cached_property
-    def log_probs_by_class(self) -> np.ndarray:
-        """(C, B) log-softmax."""
-        shifted, _, total = self._softmax_parts
-        return shifted - np.log(total)
 
     @cached_property
     def probs_by_class(self) -> np.ndarray:
@@ -105,11 +99,6 @@ class Batch:
     def probs(self) -> np.ndarray:
         """(B, C) softmax (a transposed view of :attr:`probs_by_class`)."""
         return self.probs_by_class.T
-
-    @property
-    def log_probs(self) -> np.ndarray:
-        """(B, C) log-softmax (a transposed view of :attr:`log_probs_by_class`)."""
-        return self.log_probs_by_class.T
 
     @cached_property
     def p_true(self) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError, InvalidValuesError
-from .recorder import DynamicsRecorder
+from .recorder import DynamicsRecorder, StagingBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +118,13 @@ class _EpochStage:
     recorder a chunk at a time.
 
     With one process the row ids and labels of every batch follow from the epoch's order, so a
-    step copies only its logits into a preallocated buffer on their device (one copy, no
-    recorder call) and the recorder is fed once per ``capacity`` rows.
+    step copies only its logits into the recorder's kind of preallocated buffer on their device
+    (one copy, no recorder call) and the recorder is fed once per ``capacity`` rows.
     """
 
     def __init__(self, recorder: DynamicsRecorder, labels: np.ndarray):
         self.recorder, self.labels, self.capacity = recorder, labels, recorder.flush_rows
-        self.buffers: list[Optional[torch.Tensor]] = [None, None]
+        self.staging = (StagingBuffer(True, self.capacity), StagingBuffer(True, self.capacity))  # logits, norms
         self.ids, self.epoch, self.done, self.filled = np.zeros(0, dtype=np.int64), 0, 0, 0
 
     def start(self, epoch: int, ids: np.ndarray) -> None:
@@ -135,40 +135,34 @@ class _EpochStage:
         """Stage the next batch (its rows are the next ``len(logits)`` ids of the epoch)."""
         size = logits.shape[0]
         parts = (logits, norms)
-        if size > self.capacity - self.filled or any(
-                p is not None and b is not None and (b.device != p.device or b.shape[1:] != p.shape[1:])
-                for p, b in zip(parts, self.buffers)):
+        layouts = [None if p is None else st.layout_of(p) for st, p in zip(self.staging, parts)]
+        if size > self.capacity - self.filled or not all(
+                st.fits(layout) for st, layout in zip(self.staging, layouts) if layout is not None):
             self.hand_over()
-        if size > self.capacity:
-            self._feed(self.done, size, logits, norms)
-            self.done += size
+        if size >= self.capacity:  # fills the buffer or more: feed it at once
+            self._feed(size, logits, norms)
             return
-        for i, part in enumerate(parts):
-            if part is None:
-                continue
-            buffer = self.buffers[i]
-            if buffer is None or buffer.device != part.device or buffer.shape[1:] != part.shape[1:]:
-                dtype = torch.float64 if part.dtype == torch.float64 else torch.float32
-                buffer = self.buffers[i] = torch.empty((self.capacity, *part.shape[1:]), dtype=dtype, device=part.device)
-            buffer[self.filled:self.filled + size].copy_(part)
+        for st, part, layout in zip(self.staging, parts, layouts):
+            if part is not None:
+                st.put(part, self.filled, self.filled + size, layout)
         self.filled += size
 
     def hand_over(self) -> None:
         """Feed the recorder what is staged (call at the end of each epoch)."""
         if self.filled:
-            logits, norms = self.buffers
-            self._feed(self.done, self.filled, logits[:self.filled], None if norms is None else norms[:self.filled])
-            self.done += self.filled
+            logits, norms = (st.buffer for st in self.staging)
+            self._feed(self.filled, logits[:self.filled], None if norms is None else norms[:self.filled])
             self.filled = 0
 
-    def _feed(self, start: int, size: int, logits: torch.Tensor, norms: Optional[torch.Tensor]) -> None:
-        ids = self.ids[start:start + size]
+    def _feed(self, size: int, logits: torch.Tensor, norms: Optional[torch.Tensor]) -> None:
+        ids = self.ids[self.done:self.done + size]
         if len(ids) != size:
             raise InvalidValuesError(
                 f"the dataloader yielded more rows than the epoch's {len(self.ids)}; a custom sampler or "
                 f"dataloader must not change the rows of an epoch."
             )
         self.recorder.update(ids, logits, self.labels[ids], self.epoch, norms)
+        self.done += size
 
 
 class _FeatureTap:
@@ -274,13 +268,13 @@ def fit_and_record(
     # One process: stage the logits and feed the recorder per chunk. Several: gather each batch
     # by row id across processes and feed it at once. Staging relies on the batches coming in the
     # samplers' order, so it is used only when the prepared loaders still draw from them.
-    def draws_from(prepared: Any, kind: Any) -> bool:
-        return isinstance(getattr(getattr(prepared, "batch_sampler", None), "sampler", None), kind)
+    def sampler_of(prepared: Any) -> Any:
+        return getattr(getattr(prepared, "batch_sampler", None), "sampler", None)
 
     stage = None
     if recorder is not None and accelerator.num_processes == 1 and (
-            draws_from(eval_loader, torch.utils.data.SequentialSampler) if eval_loader is not None
-            else getattr(getattr(loader, "batch_sampler", None), "sampler", None) is sampler):
+            isinstance(sampler_of(eval_loader), torch.utils.data.SequentialSampler) if eval_loader is not None
+            else sampler_of(loader) is sampler):
         stage = _EpochStage(recorder, np.asarray(labels, dtype=np.int64))
 
     def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:

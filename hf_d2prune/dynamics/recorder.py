@@ -71,7 +71,7 @@ def _array(values: Any) -> Any:
     return values.detach() if hasattr(values, "detach") else np.asarray(values)
 
 
-class _Staging:
+class StagingBuffer:
     """A preallocated buffer that the batches of one field (row ids, logits, labels or features)
     are copied into until the next flush.
 
@@ -148,7 +148,7 @@ class DynamicsRecorder:
     def __init__(self, n_rows: int, num_classes: int, scores: Sequence[str] = DEFAULT_SCORES, *,
                  flush_rows: int = 8192, **score_options: Any):
         self.flush_rows = check_positive_int(flush_rows, "flush_rows")
-        self._staging = [_Staging(floating, self.flush_rows) for floating in (False, True, False, True)]
+        self._staging = [StagingBuffer(floating, self.flush_rows) for floating in (False, True, False, True)]
         self._segments: list[list[int]] = []  # [epoch, start, stop] runs of staged rows
         self._staged = 0
         self.n_rows = check_positive_int(n_rows, "n_rows")

@@ -147,6 +147,13 @@ def _check_index(index) -> str:
     return index
 
 
+def _check_d2_params(neighbours, graph, k, gamma_forward, gamma_reverse, index) -> tuple:
+    """The D2 parameters a partitioned run shares, checked (same order back)."""
+    return (_check_mode(neighbours), _check_graph_kind(graph), check_positive_int(k, "k"),
+            _check_gamma(gamma_forward, "gamma_forward"), _check_gamma(gamma_reverse, "gamma_reverse"),
+            _check_index(index))
+
+
 def _check_halo(halo) -> float:
     if isinstance(halo, bool) or not isinstance(halo, (int, float, np.integer, np.floating)) \
             or not np.isfinite(halo) or halo < 0:
@@ -607,12 +614,8 @@ def run_partition(
     """
     s = _check_scores(scores)
     n = len(s)
-    neighbours = _check_mode(neighbours)
-    graph = _check_graph_kind(graph)
-    k = check_positive_int(k, "k")
-    gamma_forward = _check_gamma(gamma_forward, "gamma_forward")
-    gamma_reverse = _check_gamma(gamma_reverse, "gamma_reverse")
-    index = _check_index(index)
+    neighbours, graph, k, gamma_forward, gamma_reverse, index = _check_d2_params(
+        neighbours, graph, k, gamma_forward, gamma_reverse, index)
     rows = _check_rows(rows, n)
     m = len(rows)
     budget = _check_budget(budget, m)
@@ -915,12 +918,8 @@ def d2_partitioned_order(
     if n == 0:
         raise InvalidValuesError("scores is empty; D2 needs at least one row.")
     x = _check_embeddings(embeddings, n)
-    neighbours = _check_mode(neighbours)
-    graph = _check_graph_kind(graph)
-    k = check_positive_int(k, "k")
-    gamma_forward = _check_gamma(gamma_forward, "gamma_forward")
-    gamma_reverse = _check_gamma(gamma_reverse, "gamma_reverse")
-    index = _check_index(index)
+    neighbours, graph, k, gamma_forward, gamma_reverse, index = _check_d2_params(
+        neighbours, graph, k, gamma_forward, gamma_reverse, index)
     halo = _check_halo(halo)
     num_proc = check_positive_int(num_proc, "num_proc")
     seed = check_positive_int(seed, "seed", minimum=0)
