@@ -122,6 +122,27 @@ def test_recording_does_not_change_training_and_recorder_none_trains_without_it(
     assert recorder.seen().all() and not np.isnan(recorder.results()["aum"]).any()
 
 
+def test_default_optimizer_is_fused_adamw_with_the_plain_update():
+    from hf_d2prune.dynamics.loop import default_optimizer
+
+    torch.manual_seed(0)
+    fused_model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    plain_model = copy.deepcopy(fused_model)
+    fused = default_optimizer(fused_model, 0.01)
+    plain = torch.optim.AdamW(plain_model.parameters(), lr=0.01, weight_decay=0.0)
+    assert fused.defaults["fused"] is True and fused.defaults["weight_decay"] == 0.0
+    start = fused_model[0].weight.detach().clone()
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(20):
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    assert (fused_model[0].weight - start).abs().max() > 0.05  # it trained
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # same update rule, float rounding apart
+
+
 def test_train_dynamics_adds_columns_deterministically_and_keeps_input(digits):
     before = digits._fingerprint
     kwargs = dict(inputs="pixels", epochs=3, batch_size=64, scores=["aum", "el2n", "tdds"], tdds_window=2, progress=False)

@@ -198,6 +198,21 @@ def _plain_optimizer(accelerator: Any, optimizer: Any) -> Any:
     return inner if plain else optimizer
 
 
+def default_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """AdamW(lr, weight_decay=0), with torch's fused kernel where every parameter allows it.
+
+    The fused kernel updates all parameters in one call instead of a dozen tensor operations per
+    parameter: on a CPU it takes a third of the time of the default implementation, which is most of
+    the per-step overhead of small batches (the matched-step subset runs of score extrapolation).
+    Same update rule; results differ from the unfused kernel only by float rounding.
+    """
+    params = list(model.parameters())
+    fused = bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, **({"fused": True} if fused else {}))
+
+
 def fit_and_record(
     model: torch.nn.Module,
     make_inputs: Callable[[np.ndarray], Any],
@@ -226,7 +241,7 @@ def fit_and_record(
             ``None`` trains the same way without recording (the baseline of the overhead benchmark).
         epochs, batch_size: as usual; ``batch_size`` is the global batch when the accelerator
             splits batches (the default accelerator does).
-        optimizer: a torch optimizer over ``model``'s parameters (default AdamW(lr, weight_decay=0)).
+        optimizer: a torch optimizer over ``model``'s parameters (default: :func:`default_optimizer`).
         lr: learning rate of the default optimizer.
         seed: seeds torch (dropout, init of lazily built layers) and the per-epoch shuffles.
         shuffle: shuffle rows each epoch (a permutation of (seed, epoch)); ``False`` = row order.
@@ -245,7 +260,7 @@ def fit_and_record(
     accelerator = accelerator or default_accelerator()
     set_seed(seed)
     if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        optimizer = default_optimizer(model, lr)
     labels_t = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: Arrow buffers are read-only
     rows = np.asarray(rows, dtype=np.int64)
 
