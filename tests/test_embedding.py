@@ -175,6 +175,43 @@ def test_callable_model_on_any_column():
     np.testing.assert_allclose(out.d2.embeddings(), [[1, 1], [2, 4], [3, 9]])
 
 
+def _recording(seen):
+    def f(values):
+        seen.append(values)
+        return np.asarray(values, dtype=np.float64).reshape(len(values), -1)[:, :3] + 1.0
+
+    return f
+
+
+@pytest.mark.parametrize("feature, values, shape", [
+    (datasets.Array2D((2, 3), "uint8"), np.arange(24, dtype=np.uint8).reshape(4, 2, 3), (2, 3)),
+    (datasets.Sequence(datasets.Value("float64"), length=3), np.linspace(0, 1, 12).reshape(4, 3), (3,)),
+])
+def test_callable_gets_fixed_shape_numeric_columns_as_numpy(feature, values, shape):
+    ds = datasets.Dataset.from_dict({"x": values, "label": [0, 1, 0, 1]},
+                                    features=datasets.Features({"x": feature, "label": datasets.Value("int64")}))
+    seen: list = []
+    out = ds.d2.embed("x", model=_recording(seen), model_fingerprint="first3", normalize=False)
+    batch = seen[-1]
+    assert isinstance(batch, np.ndarray) and batch.dtype == values.dtype and batch.shape == (4, *shape)
+    np.testing.assert_array_equal(batch, values)
+    np.testing.assert_allclose(out.d2.embeddings(), values.reshape(4, -1)[:, :3] + 1.0)
+    # the result is unformatted like its input, and its fingerprint does not depend on the view
+    assert out.format["type"] is None and isinstance(out[0]["x"], list)
+    again = ds.d2.embed("x", model=_recording([]), model_fingerprint="first3", normalize=False)
+    assert again._fingerprint == out._fingerprint
+
+
+def test_callable_gets_the_users_format_and_lists_otherwise():
+    ds = datasets.Dataset.from_dict({"x": np.ones((3, 2), dtype=np.float32), "ragged": [[1.0], [2.0, 3.0], []]})
+    seen: list = []
+    out = ds.with_format("torch").d2.embed("x", model=lambda v: (seen.append(v), v.numpy())[1], normalize=False)
+    assert type(seen[-1]).__name__ == "Tensor" and out.format["type"] == "torch"
+    seen.clear()
+    ds.d2.embed("ragged", model=lambda v: (seen.append(v), np.array([[len(r), 1.0] for r in v]))[1])
+    assert isinstance(seen[-1], list) and seen[-1][1] == [2.0, 3.0]
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.fixture()
