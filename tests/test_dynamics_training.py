@@ -122,6 +122,36 @@ def test_recording_does_not_change_training_and_recorder_none_trains_without_it(
     assert recorder.seen().all() and not np.isnan(recorder.results()["aum"]).any()
 
 
+def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring():
+    """The loop's staging (one copy per batch, fed per chunk) equals feeding the recorder per batch,
+    through chunk boundaries and batches that change dtype or arrive bigger than the buffer."""
+    from hf_d2prune.dynamics.loop import _EpochStage
+
+    rng = np.random.default_rng(0)
+    n, classes = 50, 4
+    labels = rng.integers(0, classes, n)
+    scores = ["aum", "forgetting", "el2n", "entropy", "variability"]
+    staged = DynamicsRecorder(n, classes, scores, flush_rows=16, el2n_epochs=3)
+    direct = DynamicsRecorder(n, classes, scores, flush_rows=16, el2n_epochs=3)
+    stage = _EpochStage(staged, labels)
+    sizes = [7, 7, 5, 20, 3, 8]  # 20 > the 16-row buffer: fed at once
+    dtypes = [torch.float32, torch.float32, torch.float64, torch.float32, torch.float16, torch.float32]
+    for epoch in range(3):
+        order = rng.permutation(n)
+        stage.start(epoch, order)
+        start = 0
+        for size, dtype in zip(sizes, dtypes):
+            logits = torch.from_numpy(rng.normal(size=(size, classes)) * 3).to(dtype)
+            stage.add(logits)
+            ids = order[start:start + size]
+            direct.update(ids, logits.double(), labels[ids], epoch)
+            start += size
+        stage.hand_over()
+    ours, theirs = staged.results(), direct.results()
+    for name in scores:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
 def test_default_optimizer_is_fused_adamw_with_the_plain_update():
     from hf_d2prune.dynamics.loop import default_optimizer
 

@@ -126,6 +126,10 @@ class _EpochStage:
         self.recorder, self.labels, self.capacity = recorder, labels, recorder.flush_rows
         self.staging = (StagingBuffer(True, self.capacity), StagingBuffer(True, self.capacity))  # logits, norms
         self.ids, self.epoch, self.done, self.filled = np.zeros(0, dtype=np.int64), 0, 0, 0
+        # The common step: logits alone, of the dtype, width and device of the previous batch. It is
+        # checked with three attribute reads and staged with one copy (the general path inspects the
+        # layout of every part: a few microseconds a step, which show on models whose step is < 1 ms).
+        self._same: Optional[tuple] = None  # (dtype, width, device) of the last logits staged alone
 
     def start(self, epoch: int, ids: np.ndarray) -> None:
         """Begin an epoch whose batches bring the rows ``ids`` in this order."""
@@ -133,7 +137,14 @@ class _EpochStage:
 
     def add(self, logits: torch.Tensor, norms: Optional[torch.Tensor] = None) -> None:
         """Stage the next batch (its rows are the next ``len(logits)`` ids of the epoch)."""
-        size = logits.shape[0]
+        size, width = logits.shape
+        same = self._same
+        if (norms is None and same is not None and size <= self.capacity - self.filled
+                and logits.dtype is same[0] and width == same[1] and logits.device == same[2]):
+            self.staging[0].buffer[self.filled:self.filled + size].copy_(logits)
+            self.filled += size
+            return
+        self._same = None
         parts = (logits, norms)
         layouts = [None if p is None else st.layout_of(p) for st, p in zip(self.staging, parts)]
         if size > self.capacity - self.filled or not all(
@@ -146,6 +157,8 @@ class _EpochStage:
             if part is not None:
                 st.put(part, self.filled, self.filled + size, layout)
         self.filled += size
+        if norms is None and self.staging[1].buffer is None:
+            self._same = (logits.dtype, width, logits.device)
 
     def hand_over(self) -> None:
         """Feed the recorder what is staged (call at the end of each epoch)."""
@@ -316,12 +329,12 @@ def fit_and_record(
                 stage.start(epoch, rows[sampler.order()] if eval_loader is None else rows)
             for batch in loader:
                 logits = model_logits(call_model(model, batch["inputs"]))
+                if eval_loader is None:
+                    record(batch, logits, epoch)  # reads the logits; the step below does not change them
                 loss = F.cross_entropy(logits, batch["labels"])
                 accelerator.backward(loss)
                 stepper.step()
                 stepper.zero_grad(set_to_none=True)
-                if eval_loader is None:
-                    record(batch, logits, epoch)
                 bar.update()
             if stage is not None and eval_loader is None:
                 stage.hand_over()
