@@ -68,6 +68,9 @@ def _add_select_options(p: argparse.ArgumentParser) -> None:
                    help="train the head on this seeded fraction of rows only and extrapolate the score to the rest")
     g.add_argument("--extrapolate", default="knn", choices=["knn", "gnn"],
                    help="how --subset scores reach the other rows (default: knn)")
+    g.add_argument("--match-steps", default="auto", choices=["auto", "on", "off"],
+                   help="train the --subset with as many optimizer steps per epoch as a full run (a batch of "
+                        "the subset's share); auto: on for dynamic_uncertainty and tdds (default: auto)")
     g.add_argument("--lower-is-harder", action="store_true",
                    help="the score column runs the other way (e.g. raw AUM, confidence): flip it on purpose")
     g.add_argument("--method", default="d2", choices=list(METHODS),
@@ -216,7 +219,8 @@ def _dynamics_score(ds, args: argparse.Namespace, label: Optional[str]):
     torch.manual_seed(args.seed)
     head = torch.nn.Linear(ds.features[args.embedding_column].length, num_classes)
     ds = ds.d2.train_dynamics(head, label=label, inputs=args.embedding_column, epochs=args.epochs,
-                              scores=[args.score], subset=args.subset, seed=args.seed)
+                              scores=[args.score], subset=args.subset, seed=args.seed,
+                              match_steps={"auto": None, "on": True, "off": False}[args.match_steps])
     if args.subset is not None:
         ds = ds.d2.extrapolate(args.score, method=args.extrapolate, embedding=args.embedding_column, seed=args.seed)
     return ds

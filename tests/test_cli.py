@@ -119,3 +119,14 @@ def test_run_with_a_subset_score_extrapolated_to_every_row(tmp_path, sms_csv):
     measured = np.asarray(ds["tdds_measured"])
     assert measured.sum() == 40 and np.isfinite(tdds).all()
     assert [s["step"] for s in ds.d2.provenance] == ["embed", "train_dynamics", "extrapolate", "coreset"]
+    step = ds.d2.provenance[1]
+    assert step["match_steps"] is True and step["subset_batch_size"] < 64  # tdds: on by default
+
+
+def test_run_match_steps_off_keeps_the_full_batch_for_the_subset(tmp_path, sms_csv):
+    scored = tmp_path / "scored"
+    assert main(["run", str(sms_csv), "--column", "text", "--score", "tdds", "--epochs", "11", "--subset", "0.5",
+                 "--match-steps", "off", "--keep", "0.5", "--out", str(tmp_path / "small"),
+                 "--save-scored", str(scored)]) == 0
+    step = datasets.load_from_disk(str(scored)).d2.provenance[1]
+    assert step["match_steps"] is False and step["subset_batch_size"] == 64
