@@ -152,6 +152,20 @@ def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring():
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("rows, labels, match", [
+    (np.array([0, 1, 1, 2]), np.array([0, 1, 2, 0]), "twice"),
+    (np.array([0, 1, 2, 9]), np.array([0, 1, 2, 0]), "row ids"),
+    (np.array([0, 1, 2, 3]), np.array([0, 1, 5, 0]), "labels"),
+])
+def test_staged_loop_validates_rows_and_labels_once_before_training(rows, labels, match):
+    model = torch.nn.Linear(2, 3)
+    before = model.weight.detach().clone()
+    with pytest.raises(InvalidValuesError, match=match):
+        fit_and_record(model, lambda ids: torch.zeros(len(ids), 2), np.resize(labels, 10), rows,
+                       DynamicsRecorder(4, 3, ["aum"]), epochs=1, batch_size=2, progress=False)
+    assert torch.equal(model.weight, before)  # nothing trained
+
+
 def test_default_optimizer_is_fused_adamw_with_the_plain_update():
     from hf_d2prune.dynamics.loop import default_optimizer
 
