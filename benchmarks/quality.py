@@ -81,15 +81,44 @@ DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.
 CONFIGS = {
     # pool = rows the scores are computed on and coresets drawn from; val = carved from the
     # training split, disjoint from the pool; test = the official test split (or a fixed sample).
-    "full": {
-        "fashion_mnist": dict(pool=8000, val=2000, test=10000, score_epochs=5, epochs=5, min_steps=150, batch=64, lr=3e-3),
-        "20newsgroups": dict(pool=4000, val=1000, test=2500, score_epochs=15, epochs=30, min_steps=400, batch=64, lr=5e-3),
-        "seeds": 3,
+    # equal_steps: every coreset is trained for as many optimizer steps as the full pool (the
+    # fixed-iteration protocol of CCS and D2); otherwise `epochs` passes but at least `min_steps`.
+    # per_keep: a separate validation search at every keep (the D2 paper tunes per pruning rate).
+    # "steps" is the reported protocol; "epochs" the earlier one (fewer steps for smaller coresets),
+    # kept so that the sections made with it reproduce (--protocol epochs).
+    "steps": {
+        "full": {
+            "fashion_mnist": dict(pool=16000, val=10000, test=10000, score_epochs=15, el2n_epochs=5, epochs=5,
+                                  equal_steps=True, per_keep=True, scores=["aum", "forgetting", "el2n"],
+                                  batch=64, lr=3e-3),
+            "20newsgroups": dict(pool=4000, val=1000, test=2500, score_epochs=15, epochs=30, equal_steps=True,
+                                 per_keep=True, scores=["aum", "forgetting", "el2n"], batch=64, lr=5e-3),
+            "seeds": 5,
+        },
+        "quick": {
+            "fashion_mnist": dict(pool=2000, val=1000, test=2000, score_epochs=8, el2n_epochs=4, epochs=4,
+                                  equal_steps=True, per_keep=True, scores=["aum", "forgetting", "el2n"], batch=64,
+                                  lr=3e-3),
+            "20newsgroups": dict(pool=1600, val=400, test=1000, score_epochs=15, epochs=30, equal_steps=True,
+                                 per_keep=True, scores=["aum", "forgetting", "el2n"], batch=64, lr=5e-3),
+            "seeds": 3,
+        },
     },
-    "quick": {
-        "fashion_mnist": dict(pool=2000, val=500, test=2000, score_epochs=4, epochs=4, min_steps=60, batch=64, lr=3e-3),
-        "20newsgroups": dict(pool=1600, val=400, test=1000, score_epochs=15, epochs=30, min_steps=200, batch=64, lr=5e-3),
-        "seeds": 3,
+    "epochs": {
+        "full": {
+            "fashion_mnist": dict(pool=8000, val=2000, test=10000, score_epochs=5, epochs=5, min_steps=150, batch=64,
+                                  lr=3e-3),
+            "20newsgroups": dict(pool=4000, val=1000, test=2500, score_epochs=15, epochs=30, min_steps=400, batch=64,
+                                 lr=5e-3),
+            "seeds": 3,
+        },
+        "quick": {
+            "fashion_mnist": dict(pool=2000, val=500, test=2000, score_epochs=4, epochs=4, min_steps=60, batch=64,
+                                  lr=3e-3),
+            "20newsgroups": dict(pool=1600, val=400, test=1000, score_epochs=15, epochs=30, min_steps=200, batch=64,
+                                 lr=5e-3),
+            "seeds": 3,
+        },
     },
 }
 
@@ -134,7 +163,8 @@ def fit_and_evaluate(kind: str, X, y, rows, X_eval, y_eval, cfg: dict, seed: int
     """Train a fresh model on ``rows`` of (X, y); return accuracy on (X_eval, y_eval).
 
     Steps: ``epochs`` passes over the coreset, but at least ``min_steps`` optimizer steps, so that
-    small coresets are not simply under-trained (the same rule for every method).
+    small coresets are not simply under-trained (the same rule for every method). With
+    ``equal_steps``, ``min_steps`` is the full pool's step count (set in :func:`run_task`).
     """
     torch = _torch()
     model = make_cnn(seed) if kind == "image" else make_linear(seed, X.shape[1], int(y.max()) + 1)
@@ -340,6 +370,9 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
     t = time.perf_counter()
     task = load_task(name, cfg)
     timings["load"] = time.perf_counter() - t
+    if cfg.get("equal_steps"):
+        cfg = {**cfg, "min_steps": cfg["epochs"] * math.ceil(len(task["X"]) / cfg["batch"])}
+    per_keep = PER_KEEP or bool(cfg.get("per_keep"))
     log(f"{name}: pool {len(task['X'])}, val {len(task['X_val'])}, test {len(task['X_test'])} ({timings['load']:.0f} s)")
 
     scored = {}
@@ -347,11 +380,11 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
     scored[0] = score_pool(task, cfg, 0, timings)
     log(f"  scored seed 0 ({time.perf_counter() - t0:.0f} s)")
     hp_by_keep, trials = {}, []
-    for keeps in ([[keep] for keep in KEEPS] if PER_KEEP else [TUNE_KEEPS]):
+    for keeps in ([[keep] for keep in KEEPS] if per_keep else [TUNE_KEEPS]):
         hp, tried = tune(task, cfg, scored[0], timings, log, keeps)
         trials += tried
-        hp_by_keep.update({str(keep): hp for keep in (keeps if PER_KEEP else KEEPS)})
-        log(f"  chosen {hp}" + (f" at keep {keeps[0]}" if PER_KEEP else "") + f" ({timings['tuning']:.0f} s)")
+        hp_by_keep.update({str(keep): hp for keep in (keeps if per_keep else KEEPS)})
+        log(f"  chosen {hp}" + (f" at keep {keeps[0]}" if per_keep else "") + f" ({timings['tuning']:.0f} s)")
 
     acc = {m: {str(k): [] for k in KEEPS} for m in METHODS}
     full = []
@@ -382,7 +415,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
         log(f"  seed {seed}: full {full[-1]:.4f}; " + ", ".join(
             f"{m} {acc[m]['0.1'][-1]:.3f}" for m in METHODS) + " (keep 0.1)")
     return {"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
-            "test_rows": len(task["X_test"]), "hp": hp_by_keep if PER_KEEP else hp, "tuned_per_keep": PER_KEEP,
+            "test_rows": len(task["X_test"]), "hp": hp_by_keep if per_keep else hp, "tuned_per_keep": per_keep,
             "trials": trials, "acc": acc, "full": full,
             "timings": timings, "picture": picture}
 
@@ -496,8 +529,9 @@ def reading(result: dict) -> str:
         for keep in KEEPS:
             d, r, c = (np.array(result["acc"][m][str(keep)]) * 100 for m in (method, "random", "ccs"))
             spread = max(d.std(), r.std())
-            parts.append(f"{int(keep * 100)}%: {d.mean() - r.mean():+.1f} vs random (std {spread:.1f}), "
-                         f"{d.mean() - c.mean():+.1f} vs CCS")
+            # a seed shares the score model between methods, so the per-seed difference is paired
+            parts.append(f"{int(keep * 100)}%: {d.mean() - r.mean():+.1f} vs random (std {spread:.1f}; "
+                         f"per seed {(d - r).min():+.1f} to {(d - r).max():+.1f}), {d.mean() - c.mean():+.1f} vs CCS")
         out.append(f"- {LABELS[method]}: " + "; ".join(parts))
     return "\n".join(out)
 
@@ -507,7 +541,7 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
     body = [f"    {command}", "",
             f"Run: `{tag}` configuration, {wall / 60:.1f} min wall in all, torch {THREADS} thread(s) on the shared "
             f"2-core machine (other jobs were running: one thread avoided oversubscription, which made 2 threads "
-            f"~20x slower here). Accuracy = mean ± std over {CONFIGS[tag]['seeds']} seeds; a seed re-trains the score "
+            f"~20x slower here). Accuracy = mean ± std over {CONFIGS[args.protocol][tag]['seeds']} seeds; a seed re-trains the score "
             f"model (hence scores and, for Fashion-MNIST, the kNN embedding), re-draws seeded selections (random, "
             f"CCS, k-center) and re-initialises and re-shuffles the downstream model. **Bold**: D2 above random's mean. "
             f"Raw numbers: `benchmarks/results/quality{suffix}.json`.", ""]
@@ -533,8 +567,12 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                      f"embeddings, AdamW + one-cycle lr {cfg['lr']}, batch {cfg['batch']}; scores from "
                      f"`ds.d2.train_dynamics` over {cfg['score_epochs']} epochs.")
         body += [f"### {TITLES[name]}", "", setup,
-                 f"Downstream training: {cfg['epochs']} epochs over the coreset but at least {cfg['min_steps']} steps "
-                 f"(the same rule for every method, so small coresets are not just under-trained).", "",
+                 (f"Downstream training: every coreset (and the full pool) for {cfg['min_steps']:,} optimizer steps, "
+                  f"as many as {cfg['epochs']} epochs over the full pool (the fixed-iteration protocol of CCS and D2: "
+                  f"a coreset changes which rows are seen, not how long the model trains)."
+                  if cfg.get("equal_steps") else
+                  f"Downstream training: {cfg['epochs']} epochs over the coreset but at least {cfg['min_steps']} steps "
+                  f"(the same rule for every method, so small coresets are not just under-trained)."), "",
                  table(result), "",
                  f"![accuracy vs keep](quality_plots/{name}{suffix}_accuracy.png)", "",
                  ("Chosen on validation separately at each keep (seed 0, val accuracy at that keep; "
@@ -544,8 +582,9 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                  f"γ_r ∈ {GRID['gamma_reverse']}, then D2's cutoff β ∈ {GRID['beta']} and CCS's β ∈ {GRID['ccs_beta']}): "
                  + ("; ".join(f"{int(k * 100)}%: {chosen(hp_at(result, k))}" for k in KEEPS) if result.get("tuned_per_keep")
                     else chosen(result["hp"]))
-                 + ". (`aum_raw` = D2 on the raw −AUM column, "
-                 "most of it negative; every other row uses the score min-max scaled to [0, 1].)", "",
+                 + (". (`aum_raw` = D2 on the raw −AUM column, most of it negative; every other row uses the score "
+                    "min-max scaled to [0, 1].)" if "aum_raw" in cfg.get("scores", GRID["score"]) else
+                    ". Scores are min-max scaled to [0, 1] before selection."), "",
                  "<details><summary>validation trials</summary>", "", tuning_table(result), "", "</details>", "",
                  "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in tm.items()) + ".", "",
                  "D2 minus random / minus CCS (accuracy points):", "", reading(result), ""]
@@ -556,6 +595,10 @@ def main() -> None:
     global THREADS, TUNE_KEEPS, PER_KEEP
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the small configuration (< 10 min)")
+    parser.add_argument("--protocol", choices=["steps", "epochs"], default="steps",
+                        help="steps (default, reported): every coreset trained for as many optimizer steps as the full "
+                             "pool, a 15-epoch score model, 5 seeds, validation search per keep; epochs: the earlier "
+                             "configuration (a few epochs over each coreset, 5-epoch Fashion-MNIST scores, 3 seeds)")
     parser.add_argument("--datasets", nargs="+", default=["fashion_mnist", "20newsgroups"], choices=list(TITLES))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     parser.add_argument("--fm-pool", type=int, default=None,
@@ -581,8 +624,8 @@ def main() -> None:
     args = parser.parse_args()
     THREADS = args.threads
     tag = "quick" if args.quick else "full"
-    config = {name: dict(cfg) if isinstance(cfg, dict) else cfg for name, cfg in CONFIGS[tag].items()}
-    suffix = "_quick" if args.quick else ""
+    config = {name: dict(cfg) if isinstance(cfg, dict) else cfg for name, cfg in CONFIGS[args.protocol][tag].items()}
+    suffix = ("_quick" if args.quick else "") + ("_steps" if args.protocol == "steps" else "")
     if args.fm_pool:
         config["fashion_mnist"]["pool"] = args.fm_pool
         suffix += f"_fm{args.fm_pool}"
@@ -597,6 +640,8 @@ def main() -> None:
         value = getattr(args, dest)
         if value:
             config["fashion_mnist"][key] = value
+            if key == "min_steps":
+                config["fashion_mnist"]["equal_steps"] = False
             text = "-".join(value) if isinstance(value, list) else str(value)
             suffix += f"_fm{short}{text}"
             fm_flags += f" --{dest.replace('_', '-')} " + (" ".join(value) if isinstance(value, list) else text)
@@ -628,6 +673,7 @@ def main() -> None:
     raw = [{k: v for k, v in r.items() if k != "picture"} for r in results]
     (HERE / "results" / f"quality{suffix}.json").write_text(json.dumps({"wall_s": wall, "results": raw}, indent=1))
     command = "python benchmarks/quality.py" + (" --quick" if args.quick else "") + (
+        " --protocol epochs" if args.protocol == "epochs" else "") + (
         "" if args.datasets == ["fashion_mnist", "20newsgroups"] else " --datasets " + " ".join(args.datasets)) + (
         f" --fm-pool {args.fm_pool}" if args.fm_pool else "") + fm_flags + (
         " --tune-keeps " + " ".join(map(str, args.tune_keeps)) if args.tune_keeps else "") + (
@@ -640,7 +686,8 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from _results import write_section
 
-        variant = (f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + fm_titles + (
+        variant = (", equal steps" if args.protocol == "steps" else "") + (
+            f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + fm_titles + (
             f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}" if args.tune_keeps else "") + (
             ", tuned per keep" if args.tune_per_keep else "")
         write_section(f"Coreset quality ({tag}{variant})", body)
