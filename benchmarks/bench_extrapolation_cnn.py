@@ -140,6 +140,77 @@ def correlations(sub: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
             "kendall": round(float(kendalltau(sub[~mask], ref[~mask])[0]), 3)}
 
 
+def coreset_accuracies(res: dict, pool: datasets.Dataset, rankings: dict, seeds: int, train_and_test) -> None:
+    """Test accuracy of a model trained on each ranking's coreset at 30 / 50 / 70% pruning (a fresh random
+    coreset per seed), via ``train_and_test(rows, seed)``, into ``res["accuracy"]`` as [mean, std]."""
+    rankings["random"] = [np.asarray(pool.d2.coreset(method="random", seed=s)["random_rank"]) for s in range(seeds)]
+    for prune in (0.3, 0.5, 0.7):
+        keep = int(round((1 - prune) * len(pool)))
+        for label, rank in rankings.items():
+            accs = []
+            for s in range(seeds):
+                r = rank[s] if isinstance(rank, list) else rank
+                accs.append(train_and_test(np.flatnonzero((r >= 0) & (r < keep)), s))
+            res["accuracy"][f"{label}@{prune}"] = mean_std(accs)
+            print("prune", prune, label, mean_std(accs), flush=True)
+
+
+def full_path(res: dict, full: datasets.Dataset, t_train: float, t_feats: float) -> tuple[dict, float]:
+    """Rank ``full`` by each of ``RANKED`` (timed), record the full path in ``res["paths"]``;
+    return (rankings, mean ranking seconds)."""
+    rankings: dict[str, object] = {}
+    times = []
+    for score in RANKED:
+        rankings[f"{score} full"], t = timed_coreset(full, score)
+        times.append(t)
+    t_rank = float(np.mean(times))
+    res["paths"]["full"] = {"train_s": round(t_train, 2), "features_s": round(t_feats, 2), "rank_s": round(t_rank, 2),
+                            "end_to_end_s": round(t_train + t_feats + t_rank, 2)}
+    print("full", json.dumps(res["paths"]["full"]), flush=True)
+    return rankings, t_rank
+
+
+def subset_path(res: dict, rankings: dict, full: datasets.Dataset, part: datasets.Dataset, fraction: float,
+                t_train: float, t_feats: float, t_rank: float, *, rank: bool, extra=None) -> None:
+    """Extrapolate every score of the subset run ``part`` (kNN), record its correlations with ``full``
+    and its path times in ``res``; with ``rank``, also rank it by each of ``RANKED`` into ``rankings``.
+    ``extra(score)`` adds entries to a score's correlation record."""
+    step = next(s for s in reversed(part.d2.provenance) if s["step"] == "train_dynamics")
+    extrapolated, t_extra = {}, []
+    for score in SCORES:
+        mask = np.asarray(part[f"{score}_measured"])
+        ref = np.asarray(full[score], dtype=np.float64)
+        start = time.perf_counter()
+        out = extrapolate(part, score, method="knn", seed=0)
+        t_extra.append(time.perf_counter() - start)
+        extrapolated[score] = out
+        kstep = out.d2.provenance[-1]
+        res["correlation"][f"{score}@{fraction}"] = {
+            "measured": int(mask.sum()), "subset_batch_size": step["subset_batch_size"],
+            "noise_ceiling_spearman": round(float(spearmanr(np.asarray(part[score], dtype=np.float64)[mask],
+                                                            ref[mask])[0]), 3),
+            "knn": {**correlations(np.asarray(out[score], dtype=np.float64), ref, mask), "k": kstep["k"],
+                    "weighting": kstep.get("weighting")},
+            **(extra(score) if extra is not None else {}),
+        }
+        print(fraction, score, json.dumps(res["correlation"][f"{score}@{fraction}"]), flush=True)
+    t_part_rank = []
+    if rank:
+        for score in RANKED:
+            rankings[f"{score} {fraction:.0%}+knn"], t = timed_coreset(extrapolated[score], score)
+            t_part_rank.append(t)
+    t_one_rank = float(np.mean(t_part_rank)) if t_part_rank else t_rank
+    t_one_extra = float(np.mean(t_extra))
+    total = t_train + t_feats + t_one_extra + t_one_rank
+    full_path_s = res["paths"]["full"]
+    res["paths"][f"{fraction:.0%}+knn"] = {
+        "train_s": round(t_train, 2), "features_s": round(t_feats, 2), "extrapolate_s": round(t_one_extra, 2),
+        "rank_s": round(t_one_rank, 2), "end_to_end_s": round(total, 2),
+        "ratio_end_to_end": round(total / full_path_s["end_to_end_s"], 3),
+        "ratio_training": round(t_train / full_path_s["train_s"], 3), "subset_batch_size": step["subset_batch_size"]}
+    print(fraction, "path", json.dumps(res["paths"][f"{fraction:.0%}+knn"]), flush=True)
+
+
 def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, down_epochs: int, min_steps: int) -> dict:
     pool, test_x, test_y = load(pool_size, test_size)
     warm, warm_model, _ = score_run(pool.select(range(256)), None)  # one-off set-up of the first calls, untimed
@@ -149,72 +220,28 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
     full, t_full_feats = with_features(full, full_model)
     res = {"rows_pool": len(pool), "rows_test": len(test_y), "epochs": EPOCHS, "batch_size": BATCH,
            "correlation": {}, "paths": {}, "accuracy": {}}
-    rankings: dict[str, object] = {}
-    ranking_times = []
-    for score in RANKED:
-        rankings[f"{score} full"], t = timed_coreset(full, score)
-        ranking_times.append(t)
-    t_rank = float(np.mean(ranking_times))
-    t_full = t_full_train + t_full_feats + t_rank
-    res["paths"]["full"] = {"train_s": round(t_full_train, 2), "features_s": round(t_full_feats, 2),
-                            "rank_s": round(t_rank, 2), "end_to_end_s": round(t_full, 2)}
-    print("full", json.dumps(res["paths"]["full"]), flush=True)
+    rankings, t_rank = full_path(res, full, t_full_train, t_full_feats)
 
     for fraction in fractions:
         part, model, t_train = score_run(pool, fraction)  # match_steps: on (windowed scores)
-        step = part.d2.provenance[-1]
         part, t_feats = with_features(part, model)
         same, _, t_same = score_run(pool, fraction, match_steps=False)
-        extrapolated, t_extra = {}, []
-        for score in SCORES:
-            mask = np.asarray(part[f"{score}_measured"])
+
+        def full_batch(score: str) -> dict:
+            """The full-batch subset run, extrapolated over the same features (correlations only)."""
             ref = np.asarray(full[score], dtype=np.float64)
-            start = time.perf_counter()
-            out = extrapolate(part, score, method="knn", seed=0)
-            t_extra.append(time.perf_counter() - start)
-            values = np.asarray(out[score], dtype=np.float64)
-            extrapolated[score] = out
-            # The full-batch subset run, extrapolated over the same features (correlations only).
-            same_mask = np.asarray(same[f"{score}_measured"])
-            same_values = np.asarray(extrapolate(same.add_column("embedding", part["embedding"],
-                                                                 feature=part.features["embedding"]),
-                                                 score, method="knn", seed=0)[score], dtype=np.float64)
-            kstep = out.d2.provenance[-1]
-            res["correlation"][f"{score}@{fraction}"] = {
-                "measured": int(mask.sum()), "subset_batch_size": step["subset_batch_size"],
-                "noise_ceiling_spearman": round(float(spearmanr(np.asarray(part[score], dtype=np.float64)[mask], ref[mask])[0]), 3),
-                "knn": {**correlations(values, ref, mask), "k": kstep["k"], "weighting": kstep.get("weighting")},
-                "full_batch_subset_knn": correlations(same_values, ref, same_mask),
-            }
-            print(fraction, score, json.dumps(res["correlation"][f"{score}@{fraction}"]), flush=True)
-        t_one_extra = float(np.mean(t_extra))
-        t_part_rank = []
-        if fraction == 0.1 or len(fractions) == 1:
-            for score in RANKED:
-                rankings[f"{score} {fraction:.0%}+knn"], t = timed_coreset(extrapolated[score], score)
-                t_part_rank.append(t)
-        t_part_rank_mean = float(np.mean(t_part_rank)) if t_part_rank else t_rank
-        total = t_train + t_feats + t_one_extra + t_part_rank_mean
-        res["paths"][f"{fraction:.0%}+knn"] = {
-            "train_s": round(t_train, 2), "features_s": round(t_feats, 2), "extrapolate_s": round(t_one_extra, 2),
-            "rank_s": round(t_part_rank_mean, 2), "end_to_end_s": round(total, 2),
-            "ratio_end_to_end": round(total / t_full, 3), "ratio_training": round(t_train / t_full_train, 3),
-            "subset_batch_size": step["subset_batch_size"], "full_batch_subset_train_s": round(t_same, 2)}
-        print(fraction, "path", json.dumps(res["paths"][f"{fraction:.0%}+knn"]), flush=True)
+            values = np.asarray(extrapolate(same.add_column("embedding", part["embedding"], feature=part.features["embedding"]),
+                                            score, method="knn", seed=0)[score], dtype=np.float64)
+            return {"full_batch_subset_knn": correlations(values, ref, np.asarray(same[f"{score}_measured"]))}
+
+        subset_path(res, rankings, full, part, fraction, t_train, t_feats, t_rank, rank=fraction == 0.1 or len(fractions) == 1,
+                    extra=full_batch)
+        res["paths"][f"{fraction:.0%}+knn"]["full_batch_subset_train_s"] = round(t_same, 2)
 
     x = np.asarray(pool.with_format("numpy")["pixels"], dtype=np.float32)
     y = np.asarray(pool["label"], dtype=np.int64)
-    rankings["random"] = [np.asarray(pool.d2.coreset(method="random", seed=s)["random_rank"]) for s in range(seeds)]
-    for prune in (0.3, 0.5, 0.7):
-        keep = int(round((1 - prune) * len(pool)))
-        for label, rank in rankings.items():
-            accs = []
-            for s in range(seeds):
-                r = rank[s] if isinstance(rank, list) else rank
-                rows = np.flatnonzero((r >= 0) & (r < keep))
-                accs.append(downstream(x[rows], y[rows], test_x, test_y, s, down_epochs, min_steps))
-            res["accuracy"][f"{label}@{prune}"] = mean_std(accs)
-            print("prune", prune, label, mean_std(accs), flush=True)
+    coreset_accuracies(res, pool, rankings, seeds,
+                       lambda rows, s: downstream(x[rows], y[rows], test_x, test_y, s, down_epochs, min_steps))
     res["accuracy"]["no pruning"] = mean_std([downstream(x, y, test_x, test_y, s, down_epochs, min_steps)
                                              for s in range(seeds)])
     return res
@@ -249,18 +276,30 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
                          f"{c['noise_ceiling_spearman']:.2f} | {c['knn']['spearman']:.2f} ({c['knn']['kendall']:.2f}) | "
                          f"{c['full_batch_subset_knn']['spearman']:.2f} ({c['full_batch_subset_knn']['kendall']:.2f}) |")
     lines += ["", "Wall time of each path, end to end (training with recording, penultimate features of every row, "
-              "kNN extrapolation of one score, D2 ranking):", "",
-              "| path | training (s) | features (s) | extrapolate (s) | D2 rank (s) | end to end (s) | ratio to full |",
-              "|---|---|---|---|---|---|---|"]
+              "kNN extrapolation of one score, D2 ranking):", ""] + path_table(res, fr)
+    lines += ["", f"Test accuracy (mean ± std over {args.seeds} seeds) of a fresh CNN trained on each coreset "
+              f"({args.down_epochs} epochs, at least {args.min_steps} steps):", ""] + accuracy_table(res)
+    lines += ["", f"Raw numbers: `benchmarks/results/{args.output_name}`."]
+    return "\n".join(lines)
+
+
+def path_table(res: dict, fractions: list[float]) -> list[str]:
+    """Markdown rows: each path's stage times, end to end, and its ratio to the full path."""
+    lines = ["| path | training (s) | features (s) | extrapolate (s) | D2 rank (s) | end to end (s) | ratio to full |",
+             "|---|---|---|---|---|---|---|"]
     p = res["paths"]["full"]
-    lines.append(f"| full ({res['rows_pool']:,} rows) | {p['train_s']} | {p['features_s']} | — | {p['rank_s']} | {p['end_to_end_s']} | 1 |")
-    for f in fr:
+    lines.append(f"| full ({res['rows_pool']:,} rows) | {p['train_s']} | {p['features_s']} | — | {p['rank_s']} | "
+                 f"{p['end_to_end_s']} | 1 |")
+    for f in fractions:
         p = res["paths"][f"{f:.0%}+knn"]
         lines.append(f"| {f:.0%} + kNN (batch {p['subset_batch_size']}) | {p['train_s']} | {p['features_s']} | "
                      f"{p['extrapolate_s']} | {p['rank_s']} | {p['end_to_end_s']} | **{p['ratio_end_to_end']:.2f}** |")
-    lines += ["", f"Test accuracy (mean ± std over {args.seeds} seeds) of a fresh CNN trained on each coreset "
-              f"({args.down_epochs} epochs, at least {args.min_steps} steps):", "",
-              "| coreset | 30% pruned | 50% pruned | 70% pruned |", "|---|---|---|---|"]
+    return lines
+
+
+def accuracy_table(res: dict) -> list[str]:
+    """Markdown rows: test accuracy of each coreset at 30 / 50 / 70% pruning, and without pruning."""
+    lines = ["| coreset | 30% pruned | 50% pruned | 70% pruned |", "|---|---|---|---|"]
     labels = sorted({k.rsplit("@", 1)[0] for k in res["accuracy"] if "@" in k}, key=lambda s: (s != "random", s))
     for label in labels:
         cells = [f"{100 * res['accuracy'][f'{label}@{p}'][0]:.1f} ± {100 * res['accuracy'][f'{label}@{p}'][1]:.1f}"
@@ -268,8 +307,7 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     a = res["accuracy"]["no pruning"]
     lines.append(f"| no pruning | {100 * a[0]:.1f} ± {100 * a[1]:.1f} | | |")
-    lines += ["", f"Raw numbers: `benchmarks/results/{args.output_name}`."]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:

