@@ -8,7 +8,11 @@ the score model, re-selects and re-trains the downstream model). D2's hyperparam
 and the hard cutoffs are chosen on a validation split carved from the training rows.
 
     python benchmarks/quality.py --quick          # small configuration, < 10 min on 2 CPU cores
-    python benchmarks/quality.py                  # the configuration reported in RESULTS.md
+    python benchmarks/quality.py                  # the configuration reported in RESULTS.md (~50 min)
+    python benchmarks/quality.py --protocol epochs  # the earlier configuration (its RESULTS.md sections)
+
+The reported protocol trains every coreset for as many optimizer steps as the full pool and runs
+the validation search separately at each keep, over 5 seeds.
 """
 
 from __future__ import annotations
@@ -539,7 +543,8 @@ def reading(result: dict) -> str:
 def section(results: list, args, wall: float, command: str, suffix: str) -> str:
     tag = "quick" if args.quick else "full"
     body = [f"    {command}", "",
-            f"Run: `{tag}` configuration, {wall / 60:.1f} min wall in all, torch {THREADS} thread(s) on the shared "
+            f"Run: `{tag}` configuration{' of `--protocol epochs`' if args.protocol == 'epochs' else ''}, "
+            f"{wall / 60:.1f} min wall in all, torch {THREADS} thread(s) on the shared "
             f"2-core machine (other jobs were running: one thread avoided oversubscription, which made 2 threads "
             f"~20x slower here). Accuracy = mean ± std over {CONFIGS[args.protocol][tag]['seeds']} seeds; a seed re-trains the score "
             f"model (hence scores and, for Fashion-MNIST, the kNN embedding), re-draws seeded selections (random, "
