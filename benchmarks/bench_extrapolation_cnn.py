@@ -142,7 +142,8 @@ def correlations(sub: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
 
 def coreset_accuracies(res: dict, pool: datasets.Dataset, rankings: dict, seeds: int, train_and_test) -> None:
     """Test accuracy of a model trained on each ranking's coreset at 30 / 50 / 70% pruning (a fresh random
-    coreset per seed), via ``train_and_test(rows, seed)``, into ``res["accuracy"]`` as [mean, std]."""
+    coreset per seed) and on the whole pool, via ``train_and_test(rows, seed)``, into ``res["accuracy"]``
+    as [mean, std]."""
     rankings["random"] = [np.asarray(pool.d2.coreset(method="random", seed=s)["random_rank"]) for s in range(seeds)]
     for prune in (0.3, 0.5, 0.7):
         keep = int(round((1 - prune) * len(pool)))
@@ -153,6 +154,7 @@ def coreset_accuracies(res: dict, pool: datasets.Dataset, rankings: dict, seeds:
                 accs.append(train_and_test(np.flatnonzero((r >= 0) & (r < keep)), s))
             res["accuracy"][f"{label}@{prune}"] = mean_std(accs)
             print("prune", prune, label, mean_std(accs), flush=True)
+    res["accuracy"]["no pruning"] = mean_std([train_and_test(np.arange(len(pool)), s) for s in range(seeds)])
 
 
 def full_path(res: dict, full: datasets.Dataset, t_train: float, t_feats: float) -> tuple[dict, float]:
@@ -242,8 +244,6 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
     y = np.asarray(pool["label"], dtype=np.int64)
     coreset_accuracies(res, pool, rankings, seeds,
                        lambda rows, s: downstream(x[rows], y[rows], test_x, test_y, s, down_epochs, min_steps))
-    res["accuracy"]["no pruning"] = mean_std([downstream(x, y, test_x, test_y, s, down_epochs, min_steps)
-                                             for s in range(seeds)])
     return res
 
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import hf_d2prune  # noqa: E402,F401  (registers ds.d2)
 from _results import write_section  # noqa: E402
-from bench_extrapolation import mean_std, timed_coreset  # noqa: E402
+from bench_extrapolation import timed_coreset  # noqa: E402
 from bench_extrapolation_cnn import accuracy_table, coreset_accuracies, full_path, path_table, subset_path  # noqa: E402
 from hf_d2prune.builtin import load_builtin  # noqa: E402
 from hf_d2prune.dynamics import train_dynamics  # noqa: E402
@@ -173,7 +173,6 @@ def bench(name: str, pool_size: int, test_size: int, fractions: list[float], see
     y, test_y = np.asarray(pool["label"], dtype=np.int64), np.asarray(test["label"], dtype=np.int64)
     coreset_accuracies(res, pool, rankings, seeds,
                        lambda rows, s: head_accuracy(x[rows], y[rows], test_x, test_y, classes, s))
-    res["accuracy"]["no pruning"] = mean_std([head_accuracy(x, y, test_x, test_y, classes, s) for s in range(seeds)])
     return res
 
 

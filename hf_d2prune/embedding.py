@@ -290,8 +290,9 @@ def fixed_shape_numeric(feature: Any) -> bool:
     return fixed_shape_numeric(inner)
 
 
-def callable_input_view(ds: Any, column: str) -> Any:
-    """``ds`` formatted so that a callable encoder receives ``column`` as a numpy batch, when that helps.
+def callable_input_view(ds: Any, column: str, kind: str = "custom") -> Any:
+    """``ds`` formatted so that a callable encoder (``kind == "custom"``) receives ``column`` as a
+    numpy batch, when that helps; any other encoder's dataset is returned as is.
 
     On an unformatted dataset (Python objects), a fixed-shape numeric column would reach the
     callable as nested Python lists: building and unpacking them costs more than most models take
@@ -299,13 +300,14 @@ def callable_input_view(ds: Any, column: str) -> Any:
     array ``(batch, *shape)`` in its stored dtype instead. A dataset with a format the user set
     (``with_format("torch")`` etc.) is returned as is: the callable gets that format.
     """
-    if ds.format["type"] is not None or not fixed_shape_numeric(ds.features[column]):
+    if kind != "custom" or ds.format["type"] is not None or not fixed_shape_numeric(ds.features[column]):
         return ds
     return ds.with_format("numpy", columns=[column], output_all_columns=True, dtype=None)
 
 
 def restore_format(out: Any, like: Any) -> Any:
-    """Give ``out`` (derived from ``callable_input_view(like, ...)``) the format of ``like``, in place.
+    """Give ``out`` (derived from ``callable_input_view(like, ...)``) the format of ``like``, in place:
+    none, the only case that view changes (``out`` is otherwise returned as is).
 
     The fingerprint is kept, as ``datasets`` does when it carries a format over a transform.
     """

@@ -239,9 +239,8 @@ class D2Accessor:
                                     normalize=normalize, device=device, revision=revision,
                                     trust_remote_code=trust_remote_code, image_transform=image_transform)
             details = {**encoder.details, **details}
-        view = callable_input_view if kind == "custom" else (lambda d, c: d)
         if encoder is not None and encoder.dim is None:
-            sample = view(ds, column)[:1][column]  # a one-row batch, formatted like the map's batches
+            sample = callable_input_view(ds, column, kind)[:1][column]  # one row, formatted like the map's batches
             encoder.dim = int(encoder(sample).shape[1])
 
         features = None
@@ -259,7 +258,7 @@ class D2Accessor:
             return {output_column: encoder(values).astype(dtype, copy=False)}
 
         source = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
-        out = view(source, column).map(
+        out = callable_input_view(source, column, kind).map(
             embed_batch,
             input_columns=column,
             batched=True,
@@ -885,9 +884,8 @@ def _embed_across_processes(procs: Any, ds: Any, column: str, *, kind: str, mode
                                 normalize=normalize, device=procs.compute_device(device), revision=revision,
                                 trust_remote_code=trust_remote_code, image_transform=image_transform)
         details = {**encoder.details, **details}
-        view = callable_input_view if kind == "custom" else (lambda d, c: d)
         if encoder.dim is None:
-            encoder.dim = int(encoder(view(ds, column)[:1][column]).shape[1])
+            encoder.dim = int(encoder(callable_input_view(ds, column, kind)[:1][column]).shape[1])
         local = np.empty((stop - start, encoder.dim), dtype=dtype)
 
         def encode_shard(values: list, indices: list) -> None:
@@ -898,11 +896,11 @@ def _embed_across_processes(procs: Any, ds: Any, column: str, *, kind: str, mode
             shard = source.select(range(start, stop), keep_in_memory=True,
                                   new_fingerprint=_fingerprint(fingerprint, "shard", procs.rank, procs.world))
             with progress_bars(procs.is_main):
-                view(shard, column).map(encode_shard, input_columns=column, with_indices=True, batched=True,
-                          batch_size=map_batch_size, keep_in_memory=True, load_from_cache_file=False,
-                          new_fingerprint=_fingerprint(fingerprint, "encode", procs.rank, procs.world),
-                          desc=f"Embedding '{column}' with {name} (rows {start}-{stop - 1} of {n}, "
-                               f"{procs.world} processes)")
+                callable_input_view(shard, column, kind).map(
+                    encode_shard, input_columns=column, with_indices=True, batched=True,
+                    batch_size=map_batch_size, keep_in_memory=True, load_from_cache_file=False,
+                    new_fingerprint=_fingerprint(fingerprint, "encode", procs.rank, procs.world),
+                    desc=f"Embedding '{column}' with {name} (rows {start}-{stop - 1} of {n}, {procs.world} processes)")
     except Exception as err:  # raised in every process by exchange, so none waits forever
         error = err
     dims = exchange(error, local.shape[1] if local is not None else None, what="embed")

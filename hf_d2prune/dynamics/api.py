@@ -343,7 +343,8 @@ def train_dynamics(
         "lr": lr if optimizer is None else None,
         "optimizer": type(optimizer).__name__ if optimizer is not None else "AdamW",
         "scores": list(names), "score_options": recorder.options, "subset": subset, "stratify": stratify,
-        "match_steps": bool(match_steps and subset is not None), "subset_batch_size": step_batch if subset is not None else None,
+        "match_steps": bool(match_steps and subset is not None),
+        "subset_batch_size": step_batch if subset is not None else None,
         "seed": seed, "shuffle": shuffle, "eval_pass": bool(eval_pass), "num_processes": accelerator.num_processes,
     }
     out = _add_columns(ds, columns, ("hf_d2prune.train_dynamics", identity, params))

@@ -174,12 +174,8 @@ class _EpochStage:
                 f"the dataloader yielded more rows than the epoch's {len(self.ids)}; a custom sampler or "
                 f"dataloader must not change the rows of an epoch."
             )
-        # ids: a slice of this epoch's order, validated once by _check_staged_rows
-        self.recorder.trusted_rows = True
-        try:
+        with self.recorder.prevalidated():  # ids: a slice of this epoch's order, checked before training
             self.recorder.update(ids, logits, self.labels[ids], self.epoch, norms)
-        finally:
-            self.recorder.trusted_rows = False
         self.done += size
 
 
@@ -195,25 +191,6 @@ class _FeatureTap:
 
     def close(self) -> None:
         self.handle.remove()
-
-
-def _check_staged_rows(recorder: DynamicsRecorder, rows: np.ndarray, labels: Any) -> bool:
-    """Validate once what staged feeding lets the recorder skip per fold; True when it holds.
-
-    Every epoch presents each of ``rows`` once: the ids must be unique and in the recorder's range,
-    and their labels in ``[0, num_classes)``. Raises InvalidValuesError otherwise, as the recorder
-    would at its first fold.
-    """
-    if len(rows) == 0:
-        return True
-    if rows.min() < 0 or rows.max() >= recorder.n_rows:
-        raise InvalidValuesError(f"row ids must lie in [0, {recorder.n_rows}); got {rows.min()}..{rows.max()}.")
-    if len(np.unique(rows)) != len(rows):
-        raise InvalidValuesError("rows lists a row twice; each row is presented once per epoch.")
-    values = np.asarray(labels, dtype=np.int64)[rows]
-    if values.min() < 0 or values.max() >= recorder.num_classes:
-        raise InvalidValuesError(f"labels must lie in [0, {recorder.num_classes}); some of the rows' labels do not.")
-    return True
 
 
 def _plain_optimizer(accelerator: Any, optimizer: Any) -> Any:
@@ -244,10 +221,8 @@ def default_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimize
     Same update rule; results differ from the unfused kernel only by float rounding.
     """
     params = list(model.parameters())
-    fused = bool(params) and all(
-        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
-    )
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, **({"fused": True} if fused else {}))
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **({"fused": True} if fused else {}))
 
 
 def fit_and_record(
@@ -298,7 +273,8 @@ def fit_and_record(
     set_seed(seed)
     if optimizer is None:
         optimizer = default_optimizer(model, lr)
-    labels_t = torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: Arrow buffers are read-only
+    labels = np.array(labels, dtype=np.int64)  # a copy: Arrow buffers are read-only (torch shares it)
+    labels_t = torch.from_numpy(labels)
     rows = np.asarray(rows, dtype=np.int64)
 
     def collate(positions: list) -> dict:
@@ -324,10 +300,11 @@ def fit_and_record(
         return getattr(getattr(prepared, "batch_sampler", None), "sampler", None)
 
     stage = None
-    if recorder is not None and accelerator.num_processes == 1 and _check_staged_rows(recorder, rows, labels) and (
+    if recorder is not None and accelerator.num_processes == 1 and (
             isinstance(sampler_of(eval_loader), torch.utils.data.SequentialSampler) if eval_loader is not None
             else sampler_of(loader) is sampler):
-        stage = _EpochStage(recorder, np.asarray(labels, dtype=np.int64))
+        recorder.check_epoch_rows(rows, labels)  # once, instead of at every fold
+        stage = _EpochStage(recorder, labels)
 
     def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:
         if recorder is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -150,8 +151,7 @@ class DynamicsRecorder:
         self.flush_rows = check_positive_int(flush_rows, "flush_rows")
         self._staging = [StagingBuffer(floating, self.flush_rows) for floating in (False, True, False, True)]
         self._segments: list[list[int]] = []  # [epoch, start, stop, checked] runs of staged rows
-        # True only while a caller that validated ids and labels itself feeds (see update)
-        self.trusted_rows = False
+        self._prevalidated = False  # True inside prevalidated(): the fold skips the id / label checks
         self._staged = 0
         self.n_rows = check_positive_int(n_rows, "n_rows")
         self.num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
@@ -193,11 +193,10 @@ class DynamicsRecorder:
             InvalidValuesError: shapes disagree, ids or labels out of range, a row presented twice
                 in one epoch, non-finite logits (raised when the buffer is folded in).
 
-        The training loop, which feeds its own validated epoch order, sets ``trusted_rows`` while
-        it feeds: the fold then skips the id and label checks (about a third of its time).
-        Non-finite logits are always checked.
+        Inside :meth:`prevalidated` the fold skips the id and label checks (about a third of its
+        time); non-finite logits are always checked.
         """
-        _checked = not self.trusted_rows
+        _checked = not self._prevalidated
         rows, logits, labels = _array(row_ids), _array(logits), _array(labels)
         if rows.ndim != 1:
             rows = rows.reshape(-1)
@@ -251,7 +250,8 @@ class DynamicsRecorder:
         if not np.isfinite(logits.sum()):  # one pass; look at the rows only when something may be wrong
             finite = np.isfinite(logits).all(axis=1)
             if not finite.all():
-                raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[~finite])} at epoch {epoch}; the training diverged.")
+                raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[~finite])} at epoch {epoch}; "
+                                         f"the training diverged.")
         if checked:
             self._check_rows(epoch, rows, labels)
         self._last_epoch[rows] = epoch
@@ -259,17 +259,52 @@ class DynamicsRecorder:
         for family in self.families:
             family.update(batch)
 
-    def _check_rows(self, epoch: int, rows: np.ndarray, labels: np.ndarray) -> None:
+    def check_epoch_rows(self, rows: Any, labels: Any) -> None:
+        """Validate, once, the rows an epoch will present: ids in ``[0, n_rows)`` and each at most
+        once, their labels in ``[0, num_classes)`` (``labels``: of every row, indexed by row id).
+
+        A caller that feeds every epoch in an order of these rows can then feed inside
+        :meth:`prevalidated`. Raises InvalidValuesError naming the offending rows.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) == 0:
+            return
+        if rows.min() < 0 or rows.max() >= min(self.n_rows, len(labels)):
+            raise InvalidValuesError(f"row ids must lie in [0, {min(self.n_rows, len(labels))}); "
+                                     f"got {rows.min()}..{rows.max()}.")
+        self._check_ids_and_labels(rows, np.asarray(labels, dtype=np.int64)[rows])
+        duplicated = self._duplicated(rows)
+        if duplicated.any():
+            raise InvalidValuesError(f"{describe_rows(np.unique(rows[duplicated]))} listed twice in the rows to "
+                                     f"train on; each row is presented once per epoch.")
+
+    @contextlib.contextmanager
+    def prevalidated(self):
+        """Within this block, :meth:`update` trusts ids and labels checked by :meth:`check_epoch_rows`
+        (the training loop feeds its own epoch order so)."""
+        self._prevalidated = True
+        try:
+            yield self
+        finally:
+            self._prevalidated = False
+
+    def _check_ids_and_labels(self, rows: np.ndarray, labels: np.ndarray) -> None:
         if rows.min() < 0 or rows.max() >= self.n_rows:
             raise InvalidValuesError(f"row ids must lie in [0, {self.n_rows}); got {rows.min()}..{rows.max()}.")
         if labels.min() < 0 or labels.max() >= self.num_classes:
             bad = rows[(labels < 0) | (labels >= self.num_classes)]
             raise InvalidValuesError(f"labels must lie in [0, {self.num_classes}); {describe_rows(bad)} do not.")
-        repeated = self._last_epoch[rows] >= epoch
-        # Duplicates inside this fold, in O(B) without sorting: the last write of each id wins.
+
+    def _duplicated(self, rows: np.ndarray) -> np.ndarray:
+        """Mask of the repeated ids of ``rows``, in O(B) without sorting: the last write of each id wins."""
         position = np.arange(len(rows))
         self._slot[rows] = position
-        duplicated = self._slot[rows] != position
+        return self._slot[rows] != position
+
+    def _check_rows(self, epoch: int, rows: np.ndarray, labels: np.ndarray) -> None:
+        self._check_ids_and_labels(rows, labels)
+        repeated = self._last_epoch[rows] >= epoch
+        duplicated = self._duplicated(rows)
         if repeated.any() or duplicated.any():
             bad = rows[repeated] if repeated.any() else np.unique(rows[duplicated])
             raise InvalidValuesError(
