@@ -109,18 +109,19 @@ def history_of(batches, n_rows):
     {"du_window": 2, "tdds_window": 2, "el2n_epochs": 1, "grand_bias": False},
 ])
 # 100: flushes mid-epoch and when the inputs switch between numpy and torch; 7: batches larger
-# than the staging buffer, folded directly.
-@pytest.mark.parametrize("flush_rows", [100, 7])
-def test_every_score_matches_reference_on_synthetic_history(options, flush_rows):
+# than the staging buffer, folded directly; 400 (numpy only): each flush folds several epochs.
+@pytest.mark.parametrize("flush_rows, mixed", [(100, True), (7, True), (400, False)])
+def test_every_score_matches_reference_on_synthetic_history(options, flush_rows, mixed):
     n_rows, num_classes = 60, 5
     batches, _ = synthetic_history(n_rows, num_classes)
     rec = DynamicsRecorder(n_rows, num_classes, ALL, flush_rows=flush_rows, **options)
-    for ids, logits, labels, epoch, feats in batches:
-        rec.update(ids, torch.as_tensor(logits, dtype=torch.float32) if epoch % 2 else logits, labels, epoch, feats)
+    as_torch = [mixed and epoch % 2 == 1 for _, _, _, epoch, _ in batches]
+    for (ids, logits, labels, epoch, feats), torch_in in zip(batches, as_torch):
+        rec.update(ids, torch.as_tensor(logits, dtype=torch.float32) if torch_in else logits, labels, epoch, feats)
     got = rec.results()
-    # float32 logits in odd epochs: compare against what the recorder saw
-    seen = [(ids, logits.astype(np.float32).astype(np.float64) if epoch % 2 else logits, labels, epoch, feats)
-            for ids, logits, labels, epoch, feats in batches]
+    # float32 logits fed as torch: compare against what the recorder saw
+    seen = [(ids, logits.astype(np.float32).astype(np.float64) if torch_in else logits, labels, epoch, feats)
+            for (ids, logits, labels, epoch, feats), torch_in in zip(batches, as_torch)]
     want = reference_scores(history_of(seen, n_rows), n_rows, **options)
     for name in ALL:
         assert got[name].dtype == np.float32 and got[name].shape == (n_rows,)

@@ -74,6 +74,10 @@ class HistoryRecorder(DynamicsRecorder):
 
     def update(self, row_ids, logits, labels, epoch, features=None):
         super().update(row_ids, logits, labels, epoch, features)
+        self._keep(row_ids, logits, labels, epoch, features)
+
+    def _keep(self, row_ids, logits, labels, epoch, features):
+        row_ids = np.asarray(row_ids)
         logits = logits.detach().double().numpy()
         feats = None if features is None else features.detach().double().numpy()
         for i, row in enumerate(row_ids.tolist()):
@@ -122,20 +126,24 @@ def test_recording_does_not_change_training_and_recorder_none_trains_without_it(
     assert recorder.seen().all() and not np.isnan(recorder.results()["aum"]).any()
 
 
-def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring():
+@pytest.mark.parametrize("sizes, dtypes, flush_rows", [
+    # 20 > the 16-row buffer: fed at once; dtypes change between batches
+    ([7, 7, 5, 20, 3, 8], [torch.float32, torch.float32, torch.float64, torch.float32, torch.float16, torch.float32], 16),
+    # 43 equal batches of one layout (the fast path), handed over when the buffer fills mid-epoch
+    ([7] * 42 + [6], [torch.float32] * 43, 256),
+])
+def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring(sizes, dtypes, flush_rows):
     """The loop's staging (one copy per batch, fed per chunk) equals feeding the recorder per batch,
     through chunk boundaries and batches that change dtype or arrive bigger than the buffer."""
     from hf_d2prune.dynamics.loop import _EpochStage
 
     rng = np.random.default_rng(0)
-    n, classes = 50, 4
+    n, classes = sum(sizes), 4
     labels = rng.integers(0, classes, n)
     scores = ["aum", "forgetting", "el2n", "entropy", "variability"]
-    staged = DynamicsRecorder(n, classes, scores, flush_rows=16, el2n_epochs=3)
-    direct = DynamicsRecorder(n, classes, scores, flush_rows=16, el2n_epochs=3)
+    staged = DynamicsRecorder(n, classes, scores, flush_rows=flush_rows, el2n_epochs=3)
+    direct = DynamicsRecorder(n, classes, scores, flush_rows=flush_rows, el2n_epochs=3)
     stage = _EpochStage(staged, labels)
-    sizes = [7, 7, 5, 20, 3, 8]  # 20 > the 16-row buffer: fed at once
-    dtypes = [torch.float32, torch.float32, torch.float64, torch.float32, torch.float16, torch.float32]
     for epoch in range(3):
         order = rng.permutation(n)
         stage.start(epoch, order)

@@ -96,15 +96,19 @@ class _EpochPermutation(torch.utils.data.Sampler):
 
     def __init__(self, n: int, seed: int, shuffle: bool):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self._order: Optional[tuple[int, np.ndarray]] = None  # (epoch, its order), drawn once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def order(self) -> np.ndarray:
-        """The positions of the current epoch, in the order they are drawn."""
-        if not self.shuffle:
-            return np.arange(self.n)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        """The positions of the current epoch, in the order they are drawn (drawn once per epoch:
+        the loop reads it to stage the epoch, the dataloader to iterate)."""
+        if self._order is None or self._order[0] != self.epoch:
+            order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
+                     else np.arange(self.n))
+            self._order = (self.epoch, order)
+        return self._order[1]
 
     def __iter__(self):
         return iter(self.order().tolist())
