@@ -178,9 +178,12 @@ def bench(name: str, pool_size: int, test_size: int, fractions: list[float], see
 
 def report(res: dict, args: argparse.Namespace, wall: float) -> str:
     fr = args.fractions
+    schedule = "" if (res["epochs"], res["window"]) == (8, 5) else f" --epochs {res['epochs']} --window {res['window']}"
+    short_window = (" (a fine-tuning run is short; the authors' 10 assume 30-200 epochs from scratch)"
+                    if res["window"] < 10 else "")
     lines = [
         f"Command: `python benchmarks/bench_extrapolation_finetune.py{' --quick' if args.quick else ''}"
-        f"{'' if args.dataset == '20newsgroups' else ' --dataset ' + args.dataset} "
+        f"{'' if args.dataset == '20newsgroups' else ' --dataset ' + args.dataset}{schedule} "
         f"--threads {args.threads}` ({wall / 60:.1f} min wall; {platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s)).",
         "",
@@ -188,8 +191,9 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
         f"other texts. Score model: MiniLM-L6 fine-tuned as a {res.get('classes', 20)}-class sequence classifier (all layers; the packaged "
         f"weights + a new head) through `train_dynamics(model, tokenizer=...)`, truncation at {res['max_length']} "
         f"word pieces, AdamW lr {res['lr']}, batch {res['batch']}, {res['epochs']} epochs; Dynamic Uncertainty and "
-        f"TDDS over windows of {res['window']} epochs (a fine-tuning run is short; the authors' 10 assume 30-200 "
-        "epochs from scratch), AUM. Embedding for extrapolation and D2: the path's own fine-tuned encoder, "
+        f"TDDS over windows of {res['window']} epochs"
+        f"{short_window}"
+        ", AUM. Embedding for extrapolation and D2: the path's own fine-tuned encoder, "
         "mean-pooled and L2-normalised, via `ds.d2.embed(\"text\", model=<callable>)`. Subset runs use "
         "`match_steps` (the default with windowed scores): as many optimizer steps per epoch as the full run.",
         "",
@@ -221,12 +225,18 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.2])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=CFG["epochs"],
+                        help=f"fine-tuning epochs (default {CFG['epochs']}; other values get their own JSON and section)")
+    parser.add_argument("--window", type=int, default=CFG["window"],
+                        help=f"Dynamic Uncertainty / TDDS window in epochs (default {CFG['window']}; the authors' 10)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
     if args.quick:
         args.pool, args.test, args.fractions, args.seeds = 300, 300, [0.1], 1
-    tag = "" if args.dataset == "20newsgroups" else f"_{args.dataset}"
+    schedule = (args.epochs, args.window) != (CFG["epochs"], CFG["window"])
+    CFG.update(epochs=args.epochs, window=args.window)
+    tag = ("" if args.dataset == "20newsgroups" else f"_{args.dataset}") + (f"_e{args.epochs}w{args.window}" if schedule else "")
     args.output_name = f"extrapolation_finetune{tag}{'_quick' if args.quick else ''}.json"
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
@@ -238,8 +248,8 @@ def main() -> None:
     body = report(res, args, wall)
     print(body)
     if not args.no_write:
-        write_section(f"Score extrapolation: fine-tuned MiniLM on {TITLES[args.dataset]}" + (" (quick)" if args.quick else ""),
-                      body)
+        write_section(f"Score extrapolation: fine-tuned MiniLM on {TITLES[args.dataset]}" + (" (quick)" if args.quick else "")
+                      + (f" ({args.epochs} epochs, window {args.window})" if schedule else ""), body)
 
 
 if __name__ == "__main__":
