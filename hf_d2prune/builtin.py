@@ -16,7 +16,6 @@ Each loader returns a ``datasets.Dataset`` with a ``text`` or ``image`` column a
 from __future__ import annotations
 
 import gzip
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Callable

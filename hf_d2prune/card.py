@@ -728,7 +728,6 @@ def build_card(
         >>> card = build_card(small, full=ranked, source="ucirvine/sms_spam", license="cc-by-4.0")  # doctest: +SKIP
         >>> card.save("README.md")                                                                # doctest: +SKIP
     """
-    import datasets
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
     from huggingface_hub import DatasetCard, DatasetCardData

@@ -243,7 +243,7 @@ def train_dynamics(
     """
     import torch
 
-    from ..namespace import _add_columns, _fingerprint
+    from ..namespace import _add_columns
     from ..provenance import with_step
     from .loop import call_model, fit_and_record, last_linear, model_logits
 
