@@ -213,7 +213,8 @@ def subset_path(res: dict, rankings: dict, full: datasets.Dataset, part: dataset
     print(fraction, "path", json.dumps(res["paths"][f"{fraction:.0%}+knn"]), flush=True)
 
 
-def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, down_epochs: int, min_steps: int) -> dict:
+def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, down_epochs: int, min_steps: int,
+          gnn: bool = False) -> dict:
     pool, test_x, test_y = load(pool_size, test_size)
     warm, warm_model, _ = score_run(pool.select(range(256)), None)  # one-off set-up of the first calls, untimed
     timed_coreset(with_features(warm, warm_model)[0], "tdds")
@@ -230,11 +231,21 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
         same, _, t_same = score_run(pool, fraction, match_steps=False)
 
         def full_batch(score: str) -> dict:
-            """The full-batch subset run, extrapolated over the same features (correlations only)."""
+            """The full-batch subset run, extrapolated over the same features (correlations only); with
+            ``--gnn``, also the matched subset extrapolated by the GNN (and its seconds)."""
             ref = np.asarray(full[score], dtype=np.float64)
             values = np.asarray(extrapolate(same.add_column("embedding", part["embedding"], feature=part.features["embedding"]),
                                             score, method="knn", seed=0)[score], dtype=np.float64)
-            return {"full_batch_subset_knn": correlations(values, ref, np.asarray(same[f"{score}_measured"]))}
+            extra = {"full_batch_subset_knn": correlations(values, ref, np.asarray(same[f"{score}_measured"]))}
+            if gnn:
+                start = time.perf_counter()
+                graph = extrapolate(part, score, method="gnn", seed=0)
+                step = graph.d2.provenance[-1]
+                extra["gnn"] = {**correlations(np.asarray(graph[score], dtype=np.float64), ref,
+                                               np.asarray(part[f"{score}_measured"])),
+                                "seconds": round(time.perf_counter() - start, 2),
+                                **{key: step["validation"][key] for key in ("epochs_run", "best_epoch")}}
+            return extra
 
         subset_path(res, rankings, full, part, fraction, t_train, t_feats, t_rank, rank=fraction == 0.1 or len(fractions) == 1,
                     extra=full_batch)
@@ -251,7 +262,7 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
     fr = args.fractions
     lines = [
         f"Command: `python benchmarks/bench_extrapolation_cnn.py{' --quick' if args.quick else ''}"
-        f"{f' --epochs {EPOCHS}' if res['epochs'] != 15 else ''} --threads {args.threads}`"
+        f"{f' --epochs {EPOCHS}' if res['epochs'] != 15 else ''}{' --gnn' if args.gnn else ''} --threads {args.threads}`"
         f" ({wall / 60:.1f} min wall; {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)).",
         "",
         f"Pool: a class-stratified {res['rows_pool']:,} Fashion-MNIST training images; test: {res['rows_test']:,} of the "
@@ -266,15 +277,18 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
         "Spearman ρ (Kendall τ) of extrapolated vs full-run scores on the unmeasured rows; noise ceiling = "
         "subset-run vs full-run scores on the measured rows:",
         "",
-        "| score | subset | batch | noise ceiling ρ | kNN ρ (τ) | full-batch subset + kNN ρ (τ) |",
-        "|---|---|---|---|---|---|",
+        "| score | subset | batch | noise ceiling ρ | kNN ρ (τ) | full-batch subset + kNN ρ (τ) |"
+        + (" GNN ρ (τ), seconds |" if args.gnn else ""),
+        "|---|---|---|---|---|---|" + ("---|" if args.gnn else ""),
     ]
     for score in SCORES:
         for f in fr:
             c = res["correlation"][f"{score}@{f}"]
+            g = c.get("gnn")
             lines.append(f"| {score} | {f:.0%} ({c['measured']:,} rows) | {c['subset_batch_size']} | "
                          f"{c['noise_ceiling_spearman']:.2f} | {c['knn']['spearman']:.2f} ({c['knn']['kendall']:.2f}) | "
-                         f"{c['full_batch_subset_knn']['spearman']:.2f} ({c['full_batch_subset_knn']['kendall']:.2f}) |")
+                         f"{c['full_batch_subset_knn']['spearman']:.2f} ({c['full_batch_subset_knn']['kendall']:.2f}) |"
+                         + (f" {g['spearman']:.2f} ({g['kendall']:.2f}), {g['seconds']:.1f} s |" if g else ""))
     lines += ["", "Wall time of each path, end to end (training with recording, penultimate features of every row, "
               "kNN extrapolation of one score, D2 ranking):", ""] + path_table(res, fr)
     lines += ["", f"Test accuracy (mean ± std over {args.seeds} seeds) of a fresh CNN trained on each coreset "
@@ -324,17 +338,20 @@ def main() -> None:
     parser.add_argument("--down-epochs", type=int, default=8)
     parser.add_argument("--min-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gnn", action="store_true",
+                        help="also extrapolate each matched subset with the GNN (own JSON and section)")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
     if args.quick:
         args.pool, args.test, args.fractions, args.seeds = 3000, 2000, [0.1], 1
     custom = args.epochs != EPOCHS
     EPOCHS = args.epochs
-    args.output_name = f"extrapolation_cnn{'_quick' if args.quick else ''}{f'_e{EPOCHS}' if custom else ''}.json"
+    args.output_name = (f"extrapolation_cnn{'_quick' if args.quick else ''}{f'_e{EPOCHS}' if custom else ''}"
+                        f"{'_gnn' if args.gnn else ''}.json")
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
     start = time.perf_counter()
-    res = bench(args.pool, args.test, args.fractions, args.seeds, args.down_epochs, args.min_steps)
+    res = bench(args.pool, args.test, args.fractions, args.seeds, args.down_epochs, args.min_steps, gnn=args.gnn)
     wall = time.perf_counter() - start
     res["wall_s"] = round(wall, 1)
     out = ROOT / "benchmarks" / "results" / args.output_name
@@ -343,7 +360,7 @@ def main() -> None:
     print(body)
     if not args.no_write:
         title = ("Score extrapolation: CNN on Fashion-MNIST" + (" (quick)" if args.quick else "")
-                 + (f" ({EPOCHS} epochs)" if custom else ""))
+                 + (f" ({EPOCHS} epochs)" if custom else "") + (" with the GNN" if args.gnn else ""))
         write_section(title, body)
 
 
