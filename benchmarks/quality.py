@@ -78,6 +78,7 @@ METHODS = ["random", "topk", "easiest", "ccs", "moderate", "kcenter", "d2", "d2_
 KEEPS = [0.7, 0.5, 0.3, 0.2, 0.1]
 TUNE_KEEPS = [0.3, 0.1]          # D2 / cutoff hyperparameters: mean validation accuracy at these budgets
 PER_KEEP = False                 # True: a separate search at every keep instead (the D2 paper tunes per pruning rate)
+CUTOFF_SEARCH = False            # True: D2 + cutoff gets its own k, γ_f, γ_r search (else it inherits plain D2's)
 GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forward": [0.1, 1.0, 4.0],
         "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
 DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.0}
@@ -309,7 +310,8 @@ def rank(ds, method: str, hp: dict, seed: int):
         "kcenter": dict(method="kcenter", seed=seed),
         "d2": d2,
         "d2_classwise": dict(d2, by="label"),
-        "d2_cutoff": dict(d2, hard_cutoff=hp.get("beta", 0.0)),
+        "d2_cutoff": dict(d2, k=hp.get("cutoff_k", hp.get("k")), gamma_forward=hp.get("cutoff_gamma_forward", hp.get("gamma_forward")),
+                          gamma_reverse=hp.get("cutoff_gamma_reverse", hp.get("gamma_reverse")), hard_cutoff=hp.get("beta", 0.0)),
     }[method]
     return ds.d2.coreset(**kwargs)
 
@@ -355,6 +357,12 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[di
         best["score"] = "aum"
     betas = {b: evaluate("d2_cutoff", {**best, "beta": b}) for b in GRID["beta"]}
     best["beta"] = max(betas, key=betas.get)
+    if CUTOFF_SEARCH:  # the cutoff changes which rows compete, so its graph parameters are searched again
+        cut = {key: best[key] for key in ("score", "k", "gamma_forward", "gamma_reverse", "beta")}
+        for key in ("k", "gamma_forward", "gamma_reverse", "beta"):
+            scored = {value: evaluate("d2_cutoff", {**cut, key: value}) for value in GRID[key]}
+            cut[key] = max(scored, key=scored.get)
+        best.update({f"cutoff_{key}": cut[key] for key in ("k", "gamma_forward", "gamma_reverse")}, beta=cut["beta"])
     ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in GRID["ccs_beta"]}
     best["ccs_beta"] = max(ccs, key=ccs.get)
     evaluate("random", {"score": best["score"]})
@@ -521,8 +529,10 @@ def tuning_table(result: dict) -> str:
 
 
 def chosen(hp: dict) -> str:
+    cutoff = (f" (k = {hp['cutoff_k']}, γ_f = {hp['cutoff_gamma_forward']}, γ_r = {hp['cutoff_gamma_reverse']})"
+              if "cutoff_k" in hp else "")
     return (f"**score = {hp['score']}, k = {hp['k']}, γ_f = {hp['gamma_forward']}, γ_r = {hp['gamma_reverse']}, "
-            f"D2 cutoff β = {hp['beta']}, CCS β = {hp['ccs_beta']}**")
+            f"D2 cutoff β = {hp['beta']}{cutoff}, CCS β = {hp['ccs_beta']}**")
 
 
 def reading(result: dict) -> str:
@@ -597,7 +607,7 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
 
 
 def main() -> None:
-    global THREADS, TUNE_KEEPS, PER_KEEP
+    global THREADS, TUNE_KEEPS, PER_KEEP, CUTOFF_SEARCH
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the small configuration (< 10 min)")
     parser.add_argument("--protocol", choices=["steps", "epochs"], default="steps",
@@ -625,6 +635,9 @@ def main() -> None:
                         help="Fashion-MNIST downstream steps floor instead of the configuration's; the full pool's "
                              "epochs x batches (625 for 8,000 rows) trains every coreset for as many steps as the "
                              "full pool (the CCS / D2 protocol)")
+    parser.add_argument("--cutoff-search", action="store_true",
+                        help="search D2 + hard cutoff's own k, γ_f, γ_r on validation after its β, instead of reusing plain "
+                             "D2's (own JSON, plots and section)")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md (JSON and plots are still written)")
     args = parser.parse_args()
     THREADS = args.threads
@@ -657,6 +670,9 @@ def main() -> None:
     if args.tune_per_keep:
         PER_KEEP = True
         suffix += "_tuneperkeep"
+    if args.cutoff_search:
+        CUTOFF_SEARCH = True
+        suffix += "_cutoffsearch"
     start = time.perf_counter()
 
     def log(message: str) -> None:
@@ -682,7 +698,7 @@ def main() -> None:
         "" if args.datasets == ["fashion_mnist", "20newsgroups"] else " --datasets " + " ".join(args.datasets)) + (
         f" --fm-pool {args.fm_pool}" if args.fm_pool else "") + fm_flags + (
         " --tune-keeps " + " ".join(map(str, args.tune_keeps)) if args.tune_keeps else "") + (
-        " --tune-per-keep" if args.tune_per_keep else "")
+        " --tune-per-keep" if args.tune_per_keep else "") + (" --cutoff-search" if args.cutoff_search else "")
     body = section(results, args, wall, command, suffix)
     body += (f"\n### Diversity and difficulty: what is kept\n\n![kept vs dropped](quality_plots/"
              f"{picture_of['name']}{suffix}_kept_pca_hist.png)\n")
@@ -694,7 +710,8 @@ def main() -> None:
         variant = (", equal steps" if args.protocol == "steps" else "") + (
             f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + fm_titles + (
             f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}" if args.tune_keeps else "") + (
-            ", tuned per keep" if args.tune_per_keep else "")
+            ", tuned per keep" if args.tune_per_keep else "") + (
+            ", D2 + cutoff searched on its own" if args.cutoff_search else "")
         write_section(f"Coreset quality ({tag}{variant})", body)
     log("done")
 
