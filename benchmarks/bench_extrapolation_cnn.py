@@ -230,9 +230,9 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
         part, t_feats = with_features(part, model)
         same, _, t_same = score_run(pool, fraction, match_steps=False)
 
-        def full_batch(score: str) -> dict:
-            """The full-batch subset run, extrapolated over the same features (correlations only); with
-            ``--gnn``, also the matched subset extrapolated by the GNN (and its seconds)."""
+        def comparisons(score: str) -> dict:
+            """Correlations beside the matched subset's kNN: the full-batch subset run extrapolated over
+            the same features, and with ``--gnn`` the matched subset extrapolated by the GNN (and its seconds)."""
             ref = np.asarray(full[score], dtype=np.float64)
             values = np.asarray(extrapolate(same.add_column("embedding", part["embedding"], feature=part.features["embedding"]),
                                             score, method="knn", seed=0)[score], dtype=np.float64)
@@ -248,7 +248,7 @@ def bench(pool_size: int, test_size: int, fractions: list[float], seeds: int, do
             return extra
 
         subset_path(res, rankings, full, part, fraction, t_train, t_feats, t_rank, rank=fraction == 0.1 or len(fractions) == 1,
-                    extra=full_batch)
+                    extra=comparisons)
         res["paths"][f"{fraction:.0%}+knn"]["full_batch_subset_train_s"] = round(t_same, 2)
 
     x = np.asarray(pool.with_format("numpy")["pixels"], dtype=np.float32)

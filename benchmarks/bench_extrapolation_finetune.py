@@ -57,6 +57,7 @@ from hf_d2prune.embedding import _packaged_model_dir  # noqa: E402
 SCORES = ["dynamic_uncertainty", "tdds", "aum"]
 RANKED = ["tdds", "dynamic_uncertainty"]
 CFG = dict(epochs=8, window=5, batch=32, lr=5e-5, max_length=64)
+DEFAULT_SCHEDULE = (CFG["epochs"], CFG["window"])  # other (epochs, window) get their own JSON and section
 
 
 def minilm_path() -> Path:
@@ -178,7 +179,8 @@ def bench(name: str, pool_size: int, test_size: int, fractions: list[float], see
 
 def report(res: dict, args: argparse.Namespace, wall: float) -> str:
     fr = args.fractions
-    schedule = "" if (res["epochs"], res["window"]) == (8, 5) else f" --epochs {res['epochs']} --window {res['window']}"
+    schedule = ("" if (res["epochs"], res["window"]) == DEFAULT_SCHEDULE
+                else f" --epochs {res['epochs']} --window {res['window']}")
     short_window = (" (a fine-tuning run is short; the authors' 10 assume 30-200 epochs from scratch)"
                     if res["window"] < 10 else "")
     lines = [
@@ -191,9 +193,7 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
         f"other texts. Score model: MiniLM-L6 fine-tuned as a {res.get('classes', 20)}-class sequence classifier (all layers; the packaged "
         f"weights + a new head) through `train_dynamics(model, tokenizer=...)`, truncation at {res['max_length']} "
         f"word pieces, AdamW lr {res['lr']}, batch {res['batch']}, {res['epochs']} epochs; Dynamic Uncertainty and "
-        f"TDDS over windows of {res['window']} epochs"
-        f"{short_window}"
-        ", AUM. Embedding for extrapolation and D2: the path's own fine-tuned encoder, "
+        f"TDDS over windows of {res['window']} epochs{short_window}, AUM. Embedding for extrapolation and D2: the path's own fine-tuned encoder, "
         "mean-pooled and L2-normalised, via `ds.d2.embed(\"text\", model=<callable>)`. Subset runs use "
         "`match_steps` (the default with windowed scores): as many optimizer steps per epoch as the full run.",
         "",
@@ -234,7 +234,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.pool, args.test, args.fractions, args.seeds = 300, 300, [0.1], 1
-    schedule = (args.epochs, args.window) != (CFG["epochs"], CFG["window"])
+    schedule = (args.epochs, args.window) != DEFAULT_SCHEDULE
     CFG.update(epochs=args.epochs, window=args.window)
     tag = ("" if args.dataset == "20newsgroups" else f"_{args.dataset}") + (f"_e{args.epochs}w{args.window}" if schedule else "")
     args.output_name = f"extrapolation_finetune{tag}{'_quick' if args.quick else ''}.json"

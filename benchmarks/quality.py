@@ -10,6 +10,7 @@ and the hard cutoffs are chosen on a validation split carved from the training r
     python benchmarks/quality.py --quick          # small configuration, < 10 min on 2 CPU cores
     python benchmarks/quality.py                  # the configuration reported in RESULTS.md (~50 min)
     python benchmarks/quality.py --protocol epochs  # the earlier configuration (its RESULTS.md sections)
+    python benchmarks/quality.py --cutoff-search  # D2 + cutoff tuned on its own graph parameters too (own section)
 
 The reported protocol trains every coreset for as many optimizer steps as the full pool and runs
 the validation search separately at each keep, over 5 seeds.
@@ -82,6 +83,7 @@ CUTOFF_SEARCH = False            # True: D2 + cutoff gets its own k, γ_f, γ_r 
 GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forward": [0.1, 1.0, 4.0],
         "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
 DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.0}
+GRAPH = ("k", "gamma_forward", "gamma_reverse")  # D2's graph parameters; D2 + cutoff's own are "cutoff_<name>"
 
 CONFIGS = {
     # pool = rows the scores are computed on and coresets drawn from; val = carved from the
@@ -310,8 +312,8 @@ def rank(ds, method: str, hp: dict, seed: int):
         "kcenter": dict(method="kcenter", seed=seed),
         "d2": d2,
         "d2_classwise": dict(d2, by="label"),
-        "d2_cutoff": dict(d2, k=hp.get("cutoff_k", hp.get("k")), gamma_forward=hp.get("cutoff_gamma_forward", hp.get("gamma_forward")),
-                          gamma_reverse=hp.get("cutoff_gamma_reverse", hp.get("gamma_reverse")), hard_cutoff=hp.get("beta", 0.0)),
+        "d2_cutoff": dict(d2, **{key: hp.get(f"cutoff_{key}", hp.get(key)) for key in GRAPH},
+                          hard_cutoff=hp.get("beta", 0.0)),
     }[method]
     return ds.d2.coreset(**kwargs)
 
@@ -328,7 +330,8 @@ def train_on(task: dict, cfg: dict, rows, seed: int, split: str = "test") -> flo
 
 
 def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[dict, list]:
-    """Coordinate search on the validation split (seed 0): score, k, γ_f, γ_r, then the cutoffs.
+    """Coordinate search on the validation split (seed 0): score, k, γ_f, γ_r, then the cutoffs
+    (with ``CUTOFF_SEARCH``, then D2 + cutoff's own k, γ_f, γ_r and β, kept as ``cutoff_<name>``).
 
     The objective is the mean validation accuracy at ``keeps``. The score candidates are
     ``cfg["scores"]`` when the configuration sets them, else ``GRID["score"]``.
@@ -358,11 +361,11 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[di
     betas = {b: evaluate("d2_cutoff", {**best, "beta": b}) for b in GRID["beta"]}
     best["beta"] = max(betas, key=betas.get)
     if CUTOFF_SEARCH:  # the cutoff changes which rows compete, so its graph parameters are searched again
-        cut = {key: best[key] for key in ("score", "k", "gamma_forward", "gamma_reverse", "beta")}
-        for key in ("k", "gamma_forward", "gamma_reverse", "beta"):
+        cut = {key: best[key] for key in ("score", *GRAPH, "beta")}
+        for key in (*GRAPH, "beta"):
             scored = {value: evaluate("d2_cutoff", {**cut, key: value}) for value in GRID[key]}
             cut[key] = max(scored, key=scored.get)
-        best.update({f"cutoff_{key}": cut[key] for key in ("k", "gamma_forward", "gamma_reverse")}, beta=cut["beta"])
+        best.update({f"cutoff_{key}": cut[key] for key in GRAPH}, beta=cut["beta"])
     ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in GRID["ccs_beta"]}
     best["ccs_beta"] = max(ccs, key=ccs.get)
     evaluate("random", {"score": best["score"]})

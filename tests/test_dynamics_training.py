@@ -74,10 +74,6 @@ class HistoryRecorder(DynamicsRecorder):
 
     def update(self, row_ids, logits, labels, epoch, features=None):
         super().update(row_ids, logits, labels, epoch, features)
-        self._keep(row_ids, logits, labels, epoch, features)
-
-    def _keep(self, row_ids, logits, labels, epoch, features):
-        row_ids = np.asarray(row_ids)
         logits = logits.detach().double().numpy()
         feats = None if features is None else features.detach().double().numpy()
         for i, row in enumerate(row_ids.tolist()):
