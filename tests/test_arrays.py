@@ -9,6 +9,7 @@ import pytest
 import hf_d2prune  # noqa: F401
 from hf_d2prune.arrays import column_array, embedding_blocks, embedding_matrix
 from hf_d2prune.errors import ColumnNotFoundError, ColumnTypeError, InvalidValuesError
+from hf_d2prune.validation import nonfinite_rows
 
 
 def _fixed(X):
@@ -51,6 +52,16 @@ def test_nan_rows_are_counted_and_named():
     X[7, 0] = np.inf
     with pytest.raises(InvalidValuesError, match=r"NaN or inf in 2 rows \(first: 3, 7\)"):
         embedding_matrix(_fixed(X))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_opposite_infinities_and_huge_values_are_named_without_numpy_warnings():
+    """+inf and −inf in one block sum to NaN, and huge finite values overflow the sum: the check
+    must name exactly the non-finite rows and let no RuntimeWarning reach the user."""
+    X = np.full((6, 2), 1e308)
+    X[1, 0], X[4, 1] = np.inf, -np.inf
+    np.testing.assert_array_equal(nonfinite_rows(X), [1, 4])
+    np.testing.assert_array_equal(nonfinite_rows(np.full((3, 2), 1e308)), [])
 
 
 def test_wrong_types_and_missing_columns():

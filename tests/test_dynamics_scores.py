@@ -212,3 +212,12 @@ def test_required_epochs_and_errors():
         buffered.results()
     with pytest.raises(InvalidParameterError, match="needs the penultimate features"):
         DynamicsRecorder(5, 2, ["grand"]).update([0], [[0.0, 1.0]], [1], 0)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_diverged_logits_name_their_rows_without_numpy_warnings():
+    """+inf and −inf in one fold sum to NaN: the error names the row; no RuntimeWarning escapes."""
+    rec = DynamicsRecorder(4, 2, ["aum"])
+    rec.update([0, 1, 2], [[0.0, 1e308], [1e308, 0.0], [np.inf, -np.inf]], [0, 1, 1], 0)
+    with pytest.raises(InvalidValuesError, match=r"logits are NaN or inf for 1 row \(first: 2\) at epoch 0"):
+        rec.results()

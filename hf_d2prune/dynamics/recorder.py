@@ -247,7 +247,9 @@ class DynamicsRecorder:
 
     def _fold(self, epoch: int, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray,
               features: Optional[np.ndarray], *, checked: bool = True) -> None:
-        if not np.isfinite(logits.sum()):  # one pass; look at the rows only when something may be wrong
+        with np.errstate(invalid="ignore", over="ignore"):  # inf − inf is the case looked for, not a warning
+            total = logits.sum()
+        if not np.isfinite(total):  # one pass; look at the rows only when something may be wrong
             finite = np.isfinite(logits).all(axis=1)
             if not finite.all():
                 raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[~finite])} at epoch {epoch}; "
