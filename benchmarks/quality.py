@@ -76,6 +76,10 @@ def newsgroups_embedded(split: str, n: int):
 # ----------------------------------------------------------------------------- configuration
 
 METHODS = ["random", "topk", "easiest", "ccs", "moderate", "kcenter", "d2", "d2_classwise", "d2_cutoff"]
+# The same methods on extrapolated scores: the score model trains on a class-stratified SUBSET of the
+# pool only and ``ds.d2.extrapolate`` (kNN) fills every other row; hyperparameters as chosen for full scores.
+SUBSET = 0.1
+EXTRAPOLATED = [f"{m}_extrap" for m in ("ccs", "d2", "d2_classwise", "d2_cutoff")]
 KEEPS = [0.7, 0.5, 0.3, 0.2, 0.1]
 TUNE_KEEPS = [0.3, 0.1]          # D2 / cutoff hyperparameters: mean validation accuracy at these budgets
 PER_KEEP = False                 # True: a separate search at every keep instead (the D2 paper tunes per pruning rate)
@@ -249,24 +253,33 @@ def load_task(name: str, cfg: dict) -> dict:
 
 # ----------------------------------------------------------------------------- scores, embeddings, ranks
 
-def score_pool(task: dict, cfg: dict, seed: int, timings: dict):
+def score_pool(task: dict, cfg: dict, seed: int, timings: dict, subset: float | None = None):
     """Train the score model with ``ds.d2.train_dynamics``; add the kNN embedding and [0, 1] scores.
 
     Fashion-MNIST: the score model is the CNN; the kNN-graph embedding is its 64-d penultimate
     layer (``ds.d2.embed("image", model=<callable>)``, L2-normalised). 20 Newsgroups: a linear
     head on the MiniLM embeddings, which are also the kNN-graph embedding. EL2N is averaged over the
     first ``cfg["el2n_epochs"]`` epochs when the configuration sets it (else the library's default, 10).
+
+    With ``subset``, the score model trains on that class-stratified fraction of the pool only
+    (``train_dynamics(subset=...)``, same epochs and batch size) and every other row's score is
+    filled by ``ds.d2.extrapolate(method="knn")`` over the kNN embedding, which for Fashion-MNIST
+    is then the subset model's features (as Schmidt et al. do). Stage times go under
+    ``subset_*`` keys.
     """
     torch = _torch()
     pool = task["pool"]
     options = {"el2n_epochs": cfg["el2n_epochs"]} if "el2n_epochs" in cfg else {}
+    if subset is not None:
+        options["subset"] = subset
+    stage = "subset_" if subset is not None else ""
     t = time.perf_counter()
     if task["kind"] == "image":
         model = make_cnn(seed)
         ds = pool.d2.train_dynamics(model, inputs="image", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
                                     lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False,
                                     **options)
-        timings["score_model"] = timings.get("score_model", 0.0) + time.perf_counter() - t
+        timings[stage + "score_model"] = timings.get(stage + "score_model", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         features = model[0].eval()
 
@@ -278,13 +291,18 @@ def score_pool(task: dict, cfg: dict, seed: int, timings: dict):
 
         ds = ds.d2.embed("image", model=penultimate, batch_size=512,
                          model_fingerprint=f"score-cnn-{Hasher.hash([p.detach().numpy() for p in features.parameters()])}")
-        timings["embed"] = timings.get("embed", 0.0) + time.perf_counter() - t
+        timings[stage + "embed"] = timings.get(stage + "embed", 0.0) + time.perf_counter() - t
     else:
         head = make_linear(seed, task["X"].shape[1], task["classes"])
         ds = pool.d2.train_dynamics(head, inputs="embedding", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
                                     lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False,
                                     **options)
-        timings["score_model"] = timings.get("score_model", 0.0) + time.perf_counter() - t
+        timings[stage + "score_model"] = timings.get(stage + "score_model", 0.0) + time.perf_counter() - t
+    if subset is not None:
+        t = time.perf_counter()
+        for name in ("aum", "forgetting", "el2n"):
+            ds = ds.d2.extrapolate(name, method="knn", embedding="embedding", seed=seed)
+        timings["subset_extrapolate"] = timings.get("subset_extrapolate", 0.0) + time.perf_counter() - t
     # D2's messages assume non-negative scores (the reverse step subtracts exp(-γ·d)·s_pick from each
     # neighbour: a negative pick would *raise* its neighbours). -AUM is negative for most rows, so
     # every score is min-max scaled to [0, 1]; an affine map leaves top-k, easiest and CCS unchanged.
@@ -318,8 +336,19 @@ def rank(ds, method: str, hp: dict, seed: int):
     return ds.d2.coreset(**kwargs)
 
 
+def base_method(method: str) -> str:
+    """The selection method behind a result key (``d2_extrap`` -> ``d2``)."""
+    return method.removesuffix("_extrap")
+
+
+def methods_in(result: dict) -> list:
+    """The result's methods in report order (sections made before EXTRAPOLATED existed lack those)."""
+    return [m for m in METHODS + EXTRAPOLATED if m in result["acc"]]
+
+
 def kept_rows(ranked, method: str, keep: float) -> np.ndarray:
     """The coreset's pool rows, through ``ds.d2.prune`` (the D2 variants all write ``d2_rank``)."""
+    method = base_method(method)
     rank_column = "d2_rank" if method.startswith("d2") else f"{method}_rank"
     return np.asarray(ranked.d2.prune(keep, rank_column=rank_column)["row"])
 
@@ -401,23 +430,25 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
         hp_by_keep.update({str(keep): hp for keep in (keeps if per_keep else KEEPS)})
         log(f"  chosen {hp}" + (f" at keep {keeps[0]}" if per_keep else "") + f" ({timings['tuning']:.0f} s)")
 
-    acc = {m: {str(k): [] for k in KEEPS} for m in METHODS}
+    acc = {m: {str(k): [] for k in KEEPS} for m in METHODS + EXTRAPOLATED}
     full = []
     timings.update(selection=0.0, downstream=0.0)
     picture = None
     for seed in range(seeds):
         ds = scored[seed] if seed in scored else score_pool(task, cfg, seed, timings)
+        extrapolated = score_pool(task, cfg, seed, timings, subset=SUBSET)
         t = time.perf_counter()
         full.append(train_on(task, cfg, np.arange(len(task["X"])), seed))
         timings["downstream"] += time.perf_counter() - t
-        for method in METHODS:
+        for method in METHODS + EXTRAPOLATED:
+            data = extrapolated if method in EXTRAPOLATED else ds
             ranked_by_hp: dict = {}  # one ranking per distinct hyperparameter set
             for keep in KEEPS:
                 hp = hp_by_keep[str(keep)]
                 key = tuple(sorted(hp.items()))
                 if key not in ranked_by_hp:
                     t = time.perf_counter()
-                    ranked_by_hp[key] = rank(ds, method, hp, seed)
+                    ranked_by_hp[key] = rank(data, base_method(method), hp, seed)
                     timings["selection"] += time.perf_counter() - t
                 t = time.perf_counter()
                 rows = kept_rows(ranked_by_hp[key], method, keep)
@@ -428,7 +459,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
                                           "score": np.asarray(ds[score_column(hp["score"])]), "kept": {}}
                     picture["kept"][method] = rows
         log(f"  seed {seed}: full {full[-1]:.4f}; " + ", ".join(
-            f"{m} {acc[m]['0.1'][-1]:.3f}" for m in METHODS) + " (keep 0.1)")
+            f"{m} {acc[m]['0.1'][-1]:.3f}" for m in METHODS + EXTRAPOLATED) + " (keep 0.1)")
     return {"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
             "test_rows": len(task["X_test"]), "hp": hp_by_keep if per_keep else hp, "tuned_per_keep": per_keep,
             "trials": trials, "acc": acc, "full": full,
@@ -440,6 +471,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
 LABELS = {"random": "random", "topk": "top-k hardest", "easiest": "top-k easiest", "ccs": "CCS",
           "moderate": "Moderate", "kcenter": "k-center", "d2": "D2 (symmetric)",
           "d2_classwise": "D2 class-wise", "d2_cutoff": "D2 + hard cutoff"}
+LABELS.update({m: f"{LABELS[base_method(m)]}, {SUBSET:.0%} + kNN scores" for m in EXTRAPOLATED})
 TITLES = {"fashion_mnist": "Fashion-MNIST", "20newsgroups": "20 Newsgroups"}
 
 
@@ -451,11 +483,14 @@ def plot_accuracy(result: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     keeps = np.array(KEEPS)
-    for method in METHODS:
+    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))  # a method on extrapolated scores: its colour, dotted
+    for method in methods_in(result):
         values = np.array([result["acc"][method][str(k)] for k in KEEPS]) * 100
-        style = "-" if method.startswith("d2") else "--"
+        style = ":" if method in EXTRAPOLATED else "-" if method.startswith("d2") else "--"
         ax.errorbar(keeps * 100, values.mean(1), yerr=values.std(1), label=LABELS[method], linestyle=style,
-                    marker="o", markersize=3, capsize=3, linewidth=2.2 if method.startswith("d2") else 1.2)
+                    color=colors[base_method(method)], marker="o", markersize=3, capsize=3,
+                    markerfacecolor="white" if method in EXTRAPOLATED else None,
+                    linewidth=2.2 if method.startswith("d2") else 1.2)
     full = np.array(result["full"]) * 100
     ax.axhline(full.mean(), color="black", linewidth=0.8, linestyle=":", label=f"full pool ({full.mean():.1f})")
     ax.set_xlabel("rows kept (% of pool)")
@@ -508,7 +543,7 @@ def table(result: dict) -> str:
 
     lines = ["| method | " + " | ".join(f"{int(k * 100)}%" for k in KEEPS) + " |",
              "|---|" + "---|" * len(KEEPS)]
-    for method in METHODS:
+    for method in methods_in(result):
         row = [cell(result["acc"][method][str(k)]) for k in KEEPS]
         rnd = [np.mean(result["acc"]["random"][str(k)]) for k in KEEPS]
         if method.startswith("d2"):
@@ -539,16 +574,19 @@ def chosen(hp: dict) -> str:
 
 
 def reading(result: dict) -> str:
-    """Mechanical comparison lines (D2 variants vs random and CCS), for the honest reading."""
+    """Mechanical comparison lines (D2 variants vs random and CCS; extrapolated vs full scores), for
+    the honest reading."""
     out = []
-    for method in ("d2", "d2_classwise", "d2_cutoff"):
+    for method in (m for m in methods_in(result) if base_method(m).startswith("d2")):
         parts = []
         for keep in KEEPS:
-            d, r, c = (np.array(result["acc"][m][str(keep)]) * 100 for m in (method, "random", "ccs"))
+            d, r, c, f = (np.array(result["acc"][m][str(keep)]) * 100
+                          for m in (method, "random", "ccs", base_method(method)))
             spread = max(d.std(), r.std())
             # a seed shares the score model between methods, so the per-seed difference is paired
             parts.append(f"{int(keep * 100)}%: {d.mean() - r.mean():+.1f} vs random (std {spread:.1f}; "
-                         f"per seed {(d - r).min():+.1f} to {(d - r).max():+.1f}), {d.mean() - c.mean():+.1f} vs CCS")
+                         f"per seed {(d - r).min():+.1f} to {(d - r).max():+.1f}), {d.mean() - c.mean():+.1f} vs CCS"
+                         + (f", {d.mean() - f.mean():+.1f} vs full scores" if method in EXTRAPOLATED else ""))
         out.append(f"- {LABELS[method]}: " + "; ".join(parts))
     return "\n".join(out)
 
@@ -584,6 +622,14 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                      f"the shared machine). Score model and downstream model: a linear head (384 → 20) on the "
                      f"embeddings, AdamW + one-cycle lr {cfg['lr']}, batch {cfg['batch']}; scores from "
                      f"`ds.d2.train_dynamics` over {cfg['score_epochs']} epochs.")
+        if any(m in result["acc"] for m in EXTRAPOLATED):
+            setup += (f" Rows \"{SUBSET:.0%} + kNN scores\": the score model trains on a class-stratified {SUBSET:.0%} of "
+                      f"the pool only (`train_dynamics(subset={SUBSET})`, same epochs and batch size), "
+                      f"`ds.d2.extrapolate(method=\"knn\")` fills every other row's score over "
+                      + ("the subset model's 64-d penultimate features (also the graph those rows' D2 uses)"
+                         if name == "fashion_mnist" else "the MiniLM embeddings")
+                      + ", and each method runs with the hyperparameters chosen above for full scores (no search of "
+                      "its own).")
         body += [f"### {TITLES[name]}", "", setup,
                  (f"Downstream training: every coreset (and the full pool) for {cfg['min_steps']:,} optimizer steps, "
                   f"as many as {cfg['epochs']} epochs over the full pool (the fixed-iteration protocol of CCS and D2: "
