@@ -5,10 +5,12 @@ training row with ``ds.d2.train_dynamics``, rank it with every selection method 
 (``ds.d2.coreset``), keep 70/50/30/20/10% (``ds.d2.prune``), train the downstream model from
 scratch on each coreset and evaluate on the test split, over several seeds (each seed re-trains
 the score model, re-selects and re-trains the downstream model). D2's hyperparameters, the score
-and the hard cutoffs are chosen on a validation split carved from the training rows.
+and the hard cutoffs are chosen on a validation split carved from the training rows. CCS and the D2
+variants also run on extrapolated scores: a score model trained on 10% of the pool, the other rows
+filled by ``ds.d2.extrapolate`` (kNN), with the hyperparameters chosen for full scores.
 
     python benchmarks/quality.py --quick          # small configuration, < 10 min on 2 CPU cores
-    python benchmarks/quality.py                  # the configuration reported in RESULTS.md (~50 min)
+    python benchmarks/quality.py                  # the configuration reported in RESULTS.md (~40 min)
     python benchmarks/quality.py --protocol epochs  # the earlier configuration (its RESULTS.md sections)
     python benchmarks/quality.py --cutoff-search  # D2 + cutoff tuned on its own graph parameters too (own section)
 
