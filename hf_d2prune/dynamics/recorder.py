@@ -8,7 +8,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from ..errors import InvalidParameterError, InvalidValuesError
-from ..validation import check_positive_int, describe_rows
+from ..validation import check_positive_int, describe_rows, nonfinite_rows
 from .accumulators import FAMILIES, Batch, ScoreFamily
 
 __all__ = ["DynamicsRecorder", "KNOWN_SCORES", "DEFAULT_SCORES", "SCORE_OPTIONS", "required_epochs", "check_scores"]
@@ -247,13 +247,10 @@ class DynamicsRecorder:
 
     def _fold(self, epoch: int, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray,
               features: Optional[np.ndarray], *, checked: bool = True) -> None:
-        with np.errstate(invalid="ignore", over="ignore"):  # inf − inf is the case looked for, not a warning
-            total = logits.sum()
-        if not np.isfinite(total):  # one pass; look at the rows only when something may be wrong
-            finite = np.isfinite(logits).all(axis=1)
-            if not finite.all():
-                raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[~finite])} at epoch {epoch}; "
-                                         f"the training diverged.")
+        bad = nonfinite_rows(logits)  # one summing pass; the rows are looked at only when the sum is not finite
+        if bad.size:
+            raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[bad])} at epoch {epoch}; "
+                                     f"the training diverged.")
         if checked:
             self._check_rows(epoch, rows, labels)
         self._last_epoch[rows] = epoch
