@@ -21,6 +21,7 @@ the validation search separately at each keep, over 5 seeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -90,6 +91,7 @@ GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forw
         "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
 DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.0}
 GRAPH = ("k", "gamma_forward", "gamma_reverse")  # D2's graph parameters; D2 + cutoff's own are "cutoff_<name>"
+SCORES = ("aum", "forgetting", "el2n")            # what the score model records (each also scaled to [0, 1])
 
 CONFIGS = {
     # pool = rows the scores are computed on and coresets drawn from; val = carved from the
@@ -255,6 +257,16 @@ def load_task(name: str, cfg: dict) -> dict:
 
 # ----------------------------------------------------------------------------- scores, embeddings, ranks
 
+@contextlib.contextmanager
+def timed(timings: dict, stage: str):
+    """Add the seconds the block takes to ``timings[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
 def score_pool(task: dict, cfg: dict, seed: int, timings: dict, subset: float | None = None):
     """Train the score model with ``ds.d2.train_dynamics``; add the kNN embedding and [0, 1] scores.
 
@@ -275,40 +287,30 @@ def score_pool(task: dict, cfg: dict, seed: int, timings: dict, subset: float | 
     if subset is not None:
         options["subset"] = subset
     stage = "subset_" if subset is not None else ""
-    t = time.perf_counter()
+    model = make_cnn(seed) if task["kind"] == "image" else make_linear(seed, task["X"].shape[1], task["classes"])
+    with timed(timings, stage + "score_model"):
+        ds = pool.d2.train_dynamics(model, inputs=task["column"], epochs=cfg["score_epochs"], batch_size=cfg["batch"],
+                                    lr=cfg["lr"], scores=list(SCORES), seed=seed, progress=False, **options)
     if task["kind"] == "image":
-        model = make_cnn(seed)
-        ds = pool.d2.train_dynamics(model, inputs="image", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
-                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False,
-                                    **options)
-        timings[stage + "score_model"] = timings.get(stage + "score_model", 0.0) + time.perf_counter() - t
-        t = time.perf_counter()
+        from datasets.fingerprint import Hasher
+
         features = model[0].eval()
 
         def penultimate(values):
             with torch.no_grad():
                 return features(torch.as_tensor(np.asarray(values, dtype=np.float32))).numpy()
 
-        from datasets.fingerprint import Hasher
-
-        ds = ds.d2.embed("image", model=penultimate, batch_size=512,
-                         model_fingerprint=f"score-cnn-{Hasher.hash([p.detach().numpy() for p in features.parameters()])}")
-        timings[stage + "embed"] = timings.get(stage + "embed", 0.0) + time.perf_counter() - t
-    else:
-        head = make_linear(seed, task["X"].shape[1], task["classes"])
-        ds = pool.d2.train_dynamics(head, inputs="embedding", epochs=cfg["score_epochs"], batch_size=cfg["batch"],
-                                    lr=cfg["lr"], scores=["aum", "forgetting", "el2n"], seed=seed, progress=False,
-                                    **options)
-        timings[stage + "score_model"] = timings.get(stage + "score_model", 0.0) + time.perf_counter() - t
+        with timed(timings, stage + "embed"):
+            ds = ds.d2.embed("image", model=penultimate, batch_size=512,
+                             model_fingerprint=f"score-cnn-{Hasher.hash([p.detach().numpy() for p in features.parameters()])}")
     if subset is not None:
-        t = time.perf_counter()
-        for name in ("aum", "forgetting", "el2n"):
-            ds = ds.d2.extrapolate(name, method="knn", embedding="embedding", seed=seed)
-        timings["subset_extrapolate"] = timings.get("subset_extrapolate", 0.0) + time.perf_counter() - t
+        with timed(timings, "subset_extrapolate"):
+            for name in SCORES:
+                ds = ds.d2.extrapolate(name, method="knn", embedding="embedding", seed=seed)
     # D2's messages assume non-negative scores (the reverse step subtracts exp(-γ·d)·s_pick from each
     # neighbour: a negative pick would *raise* its neighbours). -AUM is negative for most rows, so
     # every score is min-max scaled to [0, 1]; an affine map leaves top-k, easiest and CCS unchanged.
-    for name in ("aum", "forgetting", "el2n"):
+    for name in SCORES:
         v = np.asarray(ds[name], dtype=np.float64)
         ds = ds.add_column(f"{name}_01", ((v - v.min()) / max(v.max() - v.min(), 1e-12)).astype(np.float32))
     return ds
