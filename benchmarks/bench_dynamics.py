@@ -1,9 +1,10 @@
 """Cost of recording training dynamics: epoch time with vs without the recorder, and state bytes.
 
 Trains a small MLP on scikit-learn's digits (1,797 rows, 64 pixels, 10 classes) with the
-library's Accelerate loop (`fit_and_record`) and its default optimizer (fused AdamW). "off" runs that loop without a recorder (same
-model, optimizer and dataloader, no recording at all); the others feed a fresh `DynamicsRecorder` with the
-scores listed and compute its scores at the end of the run. Runs of a few epochs alternate
+library's Accelerate loop (`fit_and_record`) and its default optimizer (fused AdamW). "off" runs
+that loop without a recorder (same model, optimizer and dataloader, no recording at all); the
+others feed a fresh `DynamicsRecorder` with the scores listed and compute its scores at the end
+of the run. Runs of a few epochs alternate
 between the modes in one process (one model keeps training throughout), in an order reversed
 every other round (no mode always runs first or after the same one), so machine load hits all alike;
 the tiny model makes this the worst case for the relative overhead (the recorder's cost per row

@@ -59,6 +59,7 @@ SCORES = ["dynamic_uncertainty", "tdds", "aum"]
 RANKED = ["tdds", "dynamic_uncertainty"]
 CFG = dict(epochs=8, window=5, batch=32, lr=5e-5, max_length=64, eval_pass=False)
 DEFAULT_SCHEDULE = (CFG["epochs"], CFG["window"])  # other (epochs, window) get their own JSON and section
+FRACTIONS = [0.05, 0.1, 0.2]
 
 
 def minilm_path() -> Path:
@@ -191,7 +192,7 @@ def report(res: dict, args: argparse.Namespace, wall: float) -> str:
         f"Command: `python benchmarks/bench_extrapolation_finetune.py{' --quick' if args.quick else ''}"
         f"{'' if args.dataset == '20newsgroups' else ' --dataset ' + args.dataset}{schedule}"
         f"{' --eval-pass' if res.get('eval_pass') else ''}"
-        f"{'' if args.quick or fr == [0.05, 0.1, 0.2] else ' --fractions ' + ' '.join(map(str, fr))} "
+        f"{'' if args.quick or fr == FRACTIONS else ' --fractions ' + ' '.join(map(str, fr))} "
         f"--threads {args.threads}` ({wall / 60:.1f} min wall; {platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} thread(s)).",
         "",
@@ -229,7 +230,8 @@ def main() -> None:
                         help="20newsgroups (default) or sms_spam (own JSON and section)")
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.1, 0.2])
+    parser.add_argument("--fractions", nargs="+", type=float, default=FRACTIONS,
+                        help="subset fractions to score and extrapolate (default 0.05 0.1 0.2)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=CFG["epochs"],
                         help=f"fine-tuning epochs (default {CFG['epochs']}; other values get their own JSON and section)")
