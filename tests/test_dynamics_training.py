@@ -156,6 +156,75 @@ def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring(sizes
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-6, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("scores, eval_pass, flush_rows", [
+    (["aum", "forgetting", "el2n", "entropy", "tdds"], False, 8192),
+    (["aum", "grand", "dynamic_uncertainty"], False, 100),  # GraNd's norms travel beside the logits; many folds
+    (["aum", "el2n"], True, 300),  # the eval pass's batches go through the worker too
+])
+def test_background_stage_records_exactly_what_the_training_thread_would(digits, scores, eval_pass, flush_rows):
+    labels = np.asarray(digits["label"])
+    pixels = torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32)
+    rows = np.arange(0, len(digits), 2)
+    options = dict(du_window=3, tdds_window=3)
+    results = []
+    for background in (False, True):
+        recorder = DynamicsRecorder(len(digits), 10, scores, flush_rows=flush_rows,
+                                    **{k: v for k, v in options.items() if k.split("_")[0] in "".join(scores)})
+        fit_and_record(Head(), lambda ids: pixels[ids], labels, rows, recorder, epochs=4, batch_size=50,
+                       eval_pass=eval_pass, progress=False, background=background)
+        results.append(recorder.results())
+    assert not np.isnan(results[1][scores[0]][rows]).any()
+    for name in scores:  # the same batches in the same order: the same floats
+        np.testing.assert_array_equal(results[0][name], results[1][name], err_msg=name)
+
+
+def _dynamics_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "hf_d2prune-dynamics"]
+
+
+def test_background_stage_raises_a_fold_error_in_the_training_thread_and_stops(digits):
+    """Logits that turn NaN in epoch 1 are caught by the worker's fold; the error reaches the caller
+    (at the next epoch boundary or at the end) and the worker thread does not outlive the call."""
+    labels = np.asarray(digits["label"])
+    pixels = torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32)
+
+    class Diverges(Head):
+        calls = 0
+
+        def forward(self, pixels, labels=None):
+            self.calls += 1
+            logits = super().forward(pixels)["logits"]
+            return {"logits": logits * float("nan") if self.calls > 30 else logits}
+
+    for epochs in (1, 3):  # 1: the error surfaces when the loop closes the stage; 3: at an epoch boundary
+        recorder = DynamicsRecorder(len(digits), 10, ["aum"], flush_rows=64)
+        with pytest.raises(InvalidValuesError, match="NaN or inf"):
+            fit_and_record(Diverges(), lambda ids: pixels[ids], labels, np.arange(len(digits)), recorder,
+                           epochs=epochs, batch_size=50, progress=False)
+        assert not _dynamics_threads()
+
+
+def test_background_stage_stops_when_training_itself_fails(digits):
+    labels = np.asarray(digits["label"])
+    pixels = torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32)
+
+    class Fails(Head):
+        calls = 0
+
+        def forward(self, pixels, labels=None):
+            self.calls += 1
+            if self.calls == 50:
+                raise RuntimeError("out of memory (simulated)")
+            return super().forward(pixels)
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        fit_and_record(Fails(), lambda ids: pixels[ids], labels, np.arange(len(digits)),
+                       DynamicsRecorder(len(digits), 10, ["aum"]), epochs=3, batch_size=20, progress=False)
+    assert not _dynamics_threads()
+
+
 @pytest.mark.parametrize("rows, labels, match", [
     (np.array([0, 1, 1, 2]), np.array([0, 1, 2, 0]), "twice"),
     (np.array([0, 1, 2, 9]), np.array([0, 1, 2, 0]), "row ids"),
