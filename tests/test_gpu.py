@@ -50,27 +50,3 @@ def test_coreset_after_gpu_embedding():
     ds = digits.d2.embed("image", device="cuda").d2.score("prototype_distance", label="label")
     ranks = np.asarray(ds.d2.coreset(score="prototype_distance", k=5)["d2_rank"])
     assert sorted(ranks) == list(range(300))
-
-
-def test_dynamics_on_gpu_fold_on_the_background_thread_like_in_the_training_thread():
-    """Logits staged on the GPU and folded by the loop's worker thread (which waits for them to
-    reach the host) give the scores of the same run folded in the training thread."""
-    from hf_d2prune.builtin import load_builtin
-    from hf_d2prune.dynamics import DynamicsRecorder
-    from hf_d2prune.dynamics.loop import fit_and_record
-
-    digits = load_builtin("digits").with_format("numpy")
-    pixels = torch.tensor(np.asarray(digits["image"], dtype=np.float32).reshape(len(digits), -1) / 255.0)
-    labels = np.asarray(digits["label"])
-    results = []
-    for background in (False, True):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(pixels.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-        recorder = DynamicsRecorder(len(labels), 10, ["aum", "forgetting", "el2n", "grand"], flush_rows=512)
-        fit_and_record(model, lambda ids: pixels[ids].cuda(), labels, np.arange(len(labels)), recorder, epochs=3,
-                       batch_size=64, progress=False, background=background)
-        assert next(model.parameters()).is_cuda
-        results.append(recorder.results())
-    for name in results[0]:
-        assert not np.isnan(results[1][name]).any(), name
-        np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-4, atol=1e-5, err_msg=name)

@@ -11,8 +11,6 @@ its own recorder with the same data, so each ends with the full scores.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -185,81 +183,6 @@ class _EpochStage:
         self.done += size
 
 
-class _BackgroundStage:
-    """An :class:`_EpochStage` whose work (copies, folds) runs on one background thread.
-
-    The training thread only keeps a reference to each step's logits and hands ``hold`` steps at a
-    time to the worker, which stages them, feeds the recorder and folds while the next steps train.
-    On a model whose step takes a fraction of a millisecond, a copy or a fold in the training
-    thread costs several times its own duration (it evicts what the step keeps in cache); on a GPU
-    the worker, not the training thread, waits for the logits to reach the host. Jobs run in
-    submission order, so the recorder sees exactly what the synchronous stage would feed it. At most
-    ``depth`` jobs wait (a slow worker holds training back rather than memory); the first error of
-    a job is raised in the training thread at the next epoch boundary or at :meth:`close`, which
-    waits for every job.
-    """
-
-    def __init__(self, stage: _EpochStage, device: Any = None, hold: int = 4, depth: int = 8):
-        self.stage, self.hold = stage, hold
-        self.held: list = []
-        self.jobs: queue.Queue = queue.Queue(maxsize=depth)
-        self.error: Optional[BaseException] = None
-        # the worker issues its copies on the training thread's stream (a new thread starts on the default one)
-        stream = torch.cuda.current_stream(device) if device is not None and device.type == "cuda" else None
-        self.thread = threading.Thread(target=self._work, args=(stream,), name="hf_d2prune-dynamics", daemon=True)
-        self.thread.start()
-
-    def _work(self, stream: Any) -> None:
-        import contextlib
-
-        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            while True:
-                job = self.jobs.get()
-                if job is None:
-                    return
-                if self.error is None:  # after an error, jobs are drained unrun (the trainer must not block)
-                    try:
-                        job[0](*job[1:])
-                    except BaseException as error:  # noqa: BLE001 - re-raised in the training thread
-                        self.error = error
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def _send(self) -> None:
-        if self.held:
-            self.jobs.put((self._add_all, self.held))
-            self.held = []
-
-    def _add_all(self, held: list) -> None:
-        for logits, norms in held:
-            self.stage.add(logits, norms)
-
-    def start(self, epoch: int, ids: np.ndarray) -> None:
-        self._raise()
-        self._send()
-        self.jobs.put((self.stage.start, epoch, ids))
-
-    def add(self, logits: torch.Tensor, norms: Optional[torch.Tensor] = None) -> None:
-        self.held.append((logits, norms))
-        if len(self.held) >= self.hold:
-            self._send()
-
-    def hand_over(self) -> None:
-        self._send()
-        self.jobs.put((self.stage.hand_over,))
-
-    def close(self, *, raise_error: bool = True) -> None:
-        """Wait for every job; raise the first error of one unless ``raise_error`` is False."""
-        if self.thread.is_alive():
-            self._send()
-            self.jobs.put(None)
-            self.thread.join()
-        if raise_error:
-            self._raise()
-
-
 class _FeatureTap:
     """Forward hook keeping the input of a layer (the penultimate features)."""
 
@@ -322,7 +245,6 @@ def fit_and_record(
     accelerator: Any = None,
     eval_pass: bool = False,
     progress: bool = True,
-    background: bool = True,
 ) -> DynamicsRecorder:
     """Train ``model`` on ``rows`` for ``epochs`` epochs with cross-entropy and record dynamics.
 
@@ -344,9 +266,6 @@ def fit_and_record(
             epoch (the authors' protocol for EL2N / Dynamic Uncertainty) instead of from the
             training forward passes (which see the model mid-epoch, in train mode).
         progress: show a progress bar on the main process.
-        background: with one process, stage the logits and fold them into the recorder on a
-            background thread while training goes on (the same values as ``False``, which does
-            that work in the training thread).
 
     Returns:
         ``recorder``, fed.
@@ -390,8 +309,6 @@ def fit_and_record(
             else sampler_of(loader) is sampler):
         recorder.check_epoch_rows(rows, labels)  # once, instead of at every fold
         stage = _EpochStage(recorder, labels)
-        if background:
-            stage = _BackgroundStage(stage, accelerator.device)
 
     def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:
         if recorder is None:
@@ -409,7 +326,6 @@ def fit_and_record(
 
     steps = epochs * (len(loader) + (len(eval_loader) if eval_loader is not None else 0))
     bar = tqdm(total=steps, desc="Training dynamics", disable=not (progress and accelerator.is_main_process))
-    finished = False
     try:
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
@@ -435,11 +351,8 @@ def fit_and_record(
                         bar.update()
                 if stage is not None:
                     stage.hand_over()
-        finished = True
     finally:
         bar.close()
-        if isinstance(stage, _BackgroundStage):  # the recorder is complete once every job has run
-            stage.close(raise_error=finished)
         if tap is not None:
             tap.close()
     model.eval()
