@@ -9,13 +9,17 @@ and the hard cutoffs are chosen on a validation split carved from the training r
 variants also run on extrapolated scores: a score model trained on 10% of the pool, the other rows
 filled by ``ds.d2.extrapolate`` (kNN), with the hyperparameters chosen for full scores.
 
-    python benchmarks/quality.py --quick          # small configuration, < 10 min on 2 CPU cores
-    python benchmarks/quality.py                  # the configuration reported in RESULTS.md (~40 min)
+    # the configuration reported in RESULTS.md (~50 min on 2 CPU cores; with --quick: its small version)
+    python benchmarks/quality.py --variant-search --val-seeds 2 --ng-val 3000 --ng-test 7528
+    python benchmarks/quality.py                  # the previous reported configuration (~40 min)
+    python benchmarks/quality.py --quick          # its small version, < 10 min on 2 CPU cores
     python benchmarks/quality.py --protocol epochs  # the earlier configuration (its RESULTS.md sections)
     python benchmarks/quality.py --cutoff-search  # D2 + cutoff tuned on its own graph parameters too (own section)
 
 The reported protocol trains every coreset for as many optimizer steps as the full pool and runs
-the validation search separately at each keep, over 5 seeds.
+the validation search separately at each keep, over 5 seeds; each D2 variant (plain, + hard cutoff,
+class-wise) gets its own score and graph parameters, and each validation trial averages two
+downstream training seeds.
 """
 
 from __future__ import annotations
@@ -86,11 +90,16 @@ EXTRAPOLATED = [f"{m}_extrap" for m in ("ccs", "d2", "d2_classwise", "d2_cutoff"
 KEEPS = [0.7, 0.5, 0.3, 0.2, 0.1]
 TUNE_KEEPS = [0.3, 0.1]          # D2 / cutoff hyperparameters: mean validation accuracy at these budgets
 PER_KEEP = False                 # True: a separate search at every keep instead (the D2 paper tunes per pruning rate)
-CUTOFF_SEARCH = False            # True: D2 + cutoff gets its own k, γ_f, γ_r search (else it inherits plain D2's)
+SEARCHED: dict = {}              # D2 variant -> the parameters a validation search of its own sets (a variant not
+                                 # listed inherits plain D2's choices): "cutoff" (β and some of score, k, γ_f, γ_r),
+                                 # "classwise" (score, k, γ_f, γ_r)
+VAL_SEEDS = 1                    # training seeds (and selection seeds of the seeded methods) each validation trial averages
 GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forward": [0.1, 1.0, 4.0],
         "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
 DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.0}
-GRAPH = ("k", "gamma_forward", "gamma_reverse")  # D2's graph parameters; D2 + cutoff's own are "cutoff_<name>"
+# With every variant searched on its own, the cutoffs of D2 and CCS are also tried at 0.3 (the same grid for both).
+WIDE_CUTOFFS = {"beta": [0.05, 0.1, 0.2, 0.3], "ccs_beta": [0.0, 0.1, 0.2, 0.3]}
+GRAPH = ("k", "gamma_forward", "gamma_reverse")  # D2's graph parameters; a variant's own are "<variant>_<name>"
 SCORES = ("aum", "forgetting", "el2n")            # what the score model records (each also scaled to [0, 1])
 
 CONFIGS = {
@@ -320,11 +329,27 @@ def score_column(score: str) -> str:
     return "aum" if score == "aum_raw" else f"{score}_01"
 
 
+def grid_for(cfg: dict) -> dict:
+    """The validation grid in effect: the configuration's score candidates, wider cutoffs when every
+    variant is searched on its own."""
+    return {**GRID, "score": cfg.get("scores", GRID["score"]),
+            **(WIDE_CUTOFFS if "classwise" in SEARCHED else {})}
+
+
+def variant_hp(hp: dict, variant: str) -> dict:
+    """Plain D2's score and graph parameters, overridden by ``<variant>_<name>`` where that variant
+    was searched on its own."""
+    return {key: hp.get(f"{variant}_{key}", hp.get(key)) for key in ("score", *GRAPH)}
+
+
 def rank(ds, method: str, hp: dict, seed: int):
     """Rank the rows with one method through ``ds.d2.coreset`` (adds its ``<method>_rank`` column)."""
     col = score_column(hp["score"])
-    d2 = dict(score=col, method="d2", k=hp.get("k"), gamma_forward=hp.get("gamma_forward"),
-              gamma_reverse=hp.get("gamma_reverse"))
+
+    def d2(variant: str | None = None) -> dict:
+        own = variant_hp(hp, variant) if variant else hp
+        return dict(method="d2", score=score_column(own["score"]), **{key: own.get(key) for key in GRAPH})
+
     kwargs = {
         "random": dict(method="random", seed=seed),
         "topk": dict(score=col, method="topk"),
@@ -332,10 +357,9 @@ def rank(ds, method: str, hp: dict, seed: int):
         "ccs": dict(score=col, method="ccs", hard_cutoff=hp.get("ccs_beta", 0.0), seed=seed),
         "moderate": dict(method="moderate", label="label"),
         "kcenter": dict(method="kcenter", seed=seed),
-        "d2": d2,
-        "d2_classwise": dict(d2, by="label"),
-        "d2_cutoff": dict(d2, **{key: hp.get(f"cutoff_{key}", hp.get(key)) for key in GRAPH},
-                          hard_cutoff=hp.get("beta", 0.0)),
+        "d2": d2(),
+        "d2_classwise": dict(d2("classwise"), by="label"),
+        "d2_cutoff": dict(d2("cutoff"), hard_cutoff=hp.get("beta", 0.0)),
     }[method]
     return ds.d2.coreset(**kwargs)
 
@@ -363,11 +387,14 @@ def train_on(task: dict, cfg: dict, rows, seed: int, split: str = "test") -> flo
 
 
 def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[dict, list]:
-    """Coordinate search on the validation split (seed 0): score, k, γ_f, γ_r, then the cutoffs
-    (with ``CUTOFF_SEARCH``, then D2 + cutoff's own k, γ_f, γ_r and β, kept as ``cutoff_<name>``).
+    """Coordinate search on the validation split (seed 0's scores): score, k, γ_f, γ_r, then the
+    cutoffs; for each variant in ``SEARCHED``, then the parameters listed there, starting from
+    plain D2's choice (kept as ``cutoff_<name>`` / ``classwise_<name>``; D2 + cutoff's β as ``beta``).
 
-    The objective is the mean validation accuracy at ``keeps``. The score candidates are
-    ``cfg["scores"]`` when the configuration sets them, else ``GRID["score"]``.
+    The objective is the validation accuracy at ``keeps``, averaged over the keeps and over
+    ``VAL_SEEDS`` downstream training seeds (the seeded selections, random and CCS, are re-drawn with
+    each). The score candidates are ``cfg["scores"]`` when the configuration sets them, else
+    ``GRID["score"]``.
     """
     t = time.perf_counter()
     trials: list = []
@@ -376,30 +403,40 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[di
     def evaluate(method: str, hp: dict) -> float:
         key = (method, tuple(sorted(hp.items())))
         if key not in cache:
-            ranked = rank(ds, method, hp, seed=0)
-            accs = [train_on(task, cfg, kept_rows(ranked, method, keep), seed=0, split="val") for keep in keeps]
-            cache[key] = float(np.mean(accs))
+            accs = np.zeros((VAL_SEEDS, len(keeps)))
+            ranked = None
+            for seed in range(VAL_SEEDS):
+                if ranked is None or method in ("random", "ccs", "kcenter"):  # D2's ranking has no seed
+                    ranked = rank(ds, method, hp, seed=seed)
+                accs[seed] = [train_on(task, cfg, kept_rows(ranked, method, keep), seed=seed, split="val")
+                              for keep in keeps]
+            accs = accs.mean(0)
+            cache[key] = float(accs.mean())
             trials.append({"method": method, **hp, **{f"val_acc@{k}": a for k, a in zip(keeps, accs)},
                            "val_acc_mean": cache[key]})
             log(f"  tune {task['name']} @{keeps} {method} {hp}: val {cache[key]:.4f}")
         return cache[key]
 
-    best = dict(DEFAULT_D2)
-    grid = {**GRID, "score": cfg.get("scores", GRID["score"])}
-    for key in ("score", "k", "gamma_forward", "gamma_reverse"):
-        scored = {value: evaluate("d2", {**best, key: value}) for value in grid[key]}
-        best[key] = max(scored, key=scored.get)
-    if best["score"] == "aum_raw":  # the comparison is reported; selection uses the [0, 1] scores
-        best["score"] = "aum"
-    betas = {b: evaluate("d2_cutoff", {**best, "beta": b}) for b in GRID["beta"]}
-    best["beta"] = max(betas, key=betas.get)
-    if CUTOFF_SEARCH:  # the cutoff changes which rows compete, so its graph parameters are searched again
-        cut = {key: best[key] for key in ("score", *GRAPH, "beta")}
-        for key in (*GRAPH, "beta"):
-            scored = {value: evaluate("d2_cutoff", {**cut, key: value}) for value in GRID[key]}
-            cut[key] = max(scored, key=scored.get)
-        best.update({f"cutoff_{key}": cut[key] for key in GRAPH}, beta=cut["beta"])
-    ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in GRID["ccs_beta"]}
+    def search(method: str, start: dict, keys, grid: dict) -> dict:
+        """Coordinate search of ``keys`` from ``start``: each in turn set to its best value."""
+        best = dict(start)
+        for key in keys:
+            scored = {value: evaluate(method, {**best, key: value}) for value in grid[key]}
+            best[key] = max(scored, key=scored.get)
+        if best.get("score") == "aum_raw":  # the comparison is reported; selection uses the [0, 1] scores
+            best["score"] = "aum"
+        return best
+
+    grid = grid_for(cfg)
+    best = search("d2", DEFAULT_D2, ("score", *GRAPH), grid)
+    best["beta"] = search("d2_cutoff", best, ["beta"], grid)["beta"]
+    if "cutoff" in SEARCHED:  # the cutoff changes which rows compete, so its parameters are searched again
+        cut = search("d2_cutoff", {key: best[key] for key in ("score", *GRAPH, "beta")}, SEARCHED["cutoff"], grid)
+        best.update({f"cutoff_{key}": cut[key] for key in SEARCHED["cutoff"] if key != "beta"}, beta=cut["beta"])
+    if "classwise" in SEARCHED:  # per-class budgets change which rows compete too
+        own = search("d2_classwise", {key: best[key] for key in ("score", *GRAPH)}, SEARCHED["classwise"], grid)
+        best.update({f"classwise_{key}": own[key] for key in SEARCHED["classwise"]})
+    ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in grid["ccs_beta"]}
     best["ccs_beta"] = max(ccs, key=ccs.get)
     evaluate("random", {"score": best["score"]})
     timings["tuning"] = timings.get("tuning", 0.0) + time.perf_counter() - t
@@ -467,6 +504,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
     return {"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
             "test_rows": len(task["X_test"]), "hp": hp_by_keep if per_keep else hp, "tuned_per_keep": per_keep,
             "trials": trials, "acc": acc, "full": full,
+            "val_seeds": VAL_SEEDS, "searched": {v: list(keys) for v, keys in SEARCHED.items()}, "grid": grid_for(cfg),
             "timings": timings, "picture": picture}
 
 
@@ -571,10 +609,15 @@ def tuning_table(result: dict) -> str:
 
 
 def chosen(hp: dict) -> str:
-    cutoff = (f" (k = {hp['cutoff_k']}, γ_f = {hp['cutoff_gamma_forward']}, γ_r = {hp['cutoff_gamma_reverse']})"
-              if "cutoff_k" in hp else "")
-    return (f"**score = {hp['score']}, k = {hp['k']}, γ_f = {hp['gamma_forward']}, γ_r = {hp['gamma_reverse']}, "
-            f"D2 cutoff β = {hp['beta']}{cutoff}, CCS β = {hp['ccs_beta']}**")
+    def graph(variant: str) -> str:
+        return f"k = {hp[f'{variant}k']}, γ_f = {hp[f'{variant}gamma_forward']}, γ_r = {hp[f'{variant}gamma_reverse']}"
+
+    own_score = f"score = {hp['cutoff_score']}, " if "cutoff_score" in hp else ""
+    cutoff = f" ({own_score}{graph('cutoff_')})" if "cutoff_k" in hp else ""
+    classwise = (f", class-wise D2: score = {hp['classwise_score']}, {graph('classwise_')}"
+                 if "classwise_k" in hp else "")
+    return (f"**score = {hp['score']}, {graph('')}, D2 cutoff β = {hp['beta']}{cutoff}, "
+            f"CCS β = {hp['ccs_beta']}{classwise}**")
 
 
 def reading(result: dict) -> str:
@@ -595,6 +638,19 @@ def reading(result: dict) -> str:
     return "\n".join(out)
 
 
+VARIANT_NAMES = {"cutoff": "D2 + cutoff", "classwise": "class-wise D2"}
+SYMBOLS = {"score": "score", "k": "k", "gamma_forward": "γ_f", "gamma_reverse": "γ_r", "beta": "β"}
+
+
+def searched_words(searched) -> str:
+    """"; then D2 + cutoff's own k, γ_f, γ_r and β …" for the variants searched on their own (older
+    results list the variants only: those searched D2 + cutoff's k, γ_f, γ_r and β)."""
+    if not isinstance(searched, dict):
+        searched = {v: (*GRAPH, "beta") for v in searched}
+    return "".join(f"; then {VARIANT_NAMES[v]}'s own " + ", ".join(SYMBOLS[k] for k in keys[:-1])
+                   + f" and {SYMBOLS[keys[-1]]}, from plain D2's choice" for v, keys in searched.items())
+
+
 def section(results: list, args, wall: float, command: str, suffix: str) -> str:
     tag = "quick" if args.quick else "full"
     body = [f"    {command}", "",
@@ -608,6 +664,7 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
     for result in results:
         cfg, tm = result["config"], result["timings"]
         name = result["name"]
+        grid = result.get("grid", grid_for(cfg))
         if name == "fashion_mnist":
             setup = (f"Pool: a class-stratified {result['pool_rows']:,} of the 60,000 training images (seed 0); validation: "
                      f"{result['val_rows']:,} other training images; test: {result['test_rows']:,} of the official test split. "
@@ -620,10 +677,11 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                      "`ds.d2.embed(\"image\", model=<callable>)`, L2-normalised.")
         else:
             setup = (f"Pool: a class-stratified {result['pool_rows']:,} of a fixed random sample of the 11,293 training "
-                     f"posts; validation: {result['val_rows']:,} other training posts; test: a fixed random "
-                     f"{result['test_rows']:,} of the 7,528 test posts. Embeddings: `ds.d2.embed(\"text\")` with "
-                     f"MiniLM-L6 truncated to 128 word pieces (the full test/train sets were too slow to embed on "
-                     f"the shared machine). Score model and downstream model: a linear head (384 → 20) on the "
+                     f"posts; validation: {result['val_rows']:,} other training posts; test: "
+                     + ("all 7,528 test posts" if result["test_rows"] >= 7528 else
+                        f"a fixed random {result['test_rows']:,} of the 7,528 test posts")
+                     + ". Embeddings: `ds.d2.embed(\"text\")` with "
+                     f"MiniLM-L6 truncated to 128 word pieces. Score model and downstream model: a linear head (384 → 20) on the "
                      f"embeddings, AdamW + one-cycle lr {cfg['lr']}, batch {cfg['batch']}; scores from "
                      f"`ds.d2.train_dynamics` over {cfg['score_epochs']} epochs.")
         if any(m in result["acc"] for m in EXTRAPOLATED):
@@ -643,11 +701,15 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                   f"(the same rule for every method, so small coresets are not just under-trained)."), "",
                  table(result), "",
                  f"![accuracy vs keep](quality_plots/{name}{suffix}_accuracy.png)", "",
-                 ("Chosen on validation separately at each keep (seed 0, val accuracy at that keep; "
+                 ("Chosen on validation separately at each keep (seed 0's scores, val accuracy at that keep"
                   if result.get("tuned_per_keep") else
-                  f"Chosen on validation (seed 0, mean val accuracy at keep {', '.join(f'{int(k*100)}%' for k in TUNE_KEEPS)}; ")
-                 + f"coordinate search over score ∈ {cfg.get('scores', GRID['score'])}, k ∈ {GRID['k']}, γ_f ∈ {GRID['gamma_forward']}, "
-                 f"γ_r ∈ {GRID['gamma_reverse']}, then D2's cutoff β ∈ {GRID['beta']} and CCS's β ∈ {GRID['ccs_beta']}): "
+                  f"Chosen on validation (seed 0's scores, mean val accuracy at keep "
+                  f"{', '.join(f'{int(k*100)}%' for k in TUNE_KEEPS)}")
+                 + (f" averaged over {result['val_seeds']} downstream training seeds" if result.get("val_seeds", 1) > 1
+                    else "")
+                 + f"; coordinate search over score ∈ {grid['score']}, k ∈ {grid['k']}, γ_f ∈ {grid['gamma_forward']}, "
+                 f"γ_r ∈ {grid['gamma_reverse']}, then D2's cutoff β ∈ {grid['beta']} and CCS's β ∈ {grid['ccs_beta']}"
+                 + searched_words(result.get("searched", {})) + "): "
                  + ("; ".join(f"{int(k * 100)}%: {chosen(hp_at(result, k))}" for k in KEEPS) if result.get("tuned_per_keep")
                     else chosen(result["hp"]))
                  + (". (`aum_raw` = D2 on the raw −AUM column, most of it negative; every other row uses the score "
@@ -660,7 +722,7 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
 
 
 def main() -> None:
-    global THREADS, TUNE_KEEPS, PER_KEEP, CUTOFF_SEARCH
+    global THREADS, TUNE_KEEPS, PER_KEEP, VAL_SEEDS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the small configuration (< 10 min)")
     parser.add_argument("--protocol", choices=["steps", "epochs"], default="steps",
@@ -691,6 +753,17 @@ def main() -> None:
     parser.add_argument("--cutoff-search", action="store_true",
                         help="search D2 + hard cutoff's own k, γ_f, γ_r on validation after its β, instead of reusing plain "
                              "D2's (own JSON, plots and section)")
+    parser.add_argument("--variant-search", action="store_true",
+                        help="D2 + cutoff's own score, k, γ_f, γ_r and β and class-wise D2's own score, k, γ_f, γ_r "
+                             "searched on validation after plain D2's; the cutoffs of D2 and CCS are also tried at "
+                             "β = 0.3 (own JSON, plots and section)")
+    parser.add_argument("--val-seeds", type=int, default=1,
+                        help="downstream training seeds each validation trial averages (default 1; own JSON, plots "
+                             "and section)")
+    parser.add_argument("--ng-val", type=int, default=None,
+                        help="20 Newsgroups validation posts instead of the configuration's (the pool stays its size)")
+    parser.add_argument("--ng-test", type=int, default=None,
+                        help="20 Newsgroups test posts instead of the configuration's (7528: the whole test split)")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md (JSON and plots are still written)")
     args = parser.parse_args()
     THREADS = args.threads
@@ -723,9 +796,23 @@ def main() -> None:
     if args.tune_per_keep:
         PER_KEEP = True
         suffix += "_tuneperkeep"
-    if args.cutoff_search:
-        CUTOFF_SEARCH = True
+    if args.cutoff_search and not args.variant_search:
+        SEARCHED["cutoff"] = (*GRAPH, "beta")
         suffix += "_cutoffsearch"
+    if args.variant_search:
+        SEARCHED.update(cutoff=("score", *GRAPH, "beta"), classwise=("score", *GRAPH))
+        suffix += "_variantsearch"
+    if args.val_seeds > 1:
+        VAL_SEEDS = args.val_seeds
+        suffix += f"_valseeds{VAL_SEEDS}"
+    ng_flags, ng_titles = "", ""
+    for dest, key, words in (("ng_val", "val", "validation {:,} posts"), ("ng_test", "test", "test {:,} posts")):
+        value = getattr(args, dest)
+        if value and "20newsgroups" in config:
+            config["20newsgroups"][key] = value
+            suffix += f"_ng{key}{value}"
+            ng_flags += f" --{dest.replace('_', '-')} {value}"
+            ng_titles += ", 20 Newsgroups " + words.format(value)
     start = time.perf_counter()
 
     def log(message: str) -> None:
@@ -751,7 +838,10 @@ def main() -> None:
         "" if args.datasets == ["fashion_mnist", "20newsgroups"] else " --datasets " + " ".join(args.datasets)) + (
         f" --fm-pool {args.fm_pool}" if args.fm_pool else "") + fm_flags + (
         " --tune-keeps " + " ".join(map(str, args.tune_keeps)) if args.tune_keeps else "") + (
-        " --tune-per-keep" if args.tune_per_keep else "") + (" --cutoff-search" if args.cutoff_search else "")
+        " --tune-per-keep" if args.tune_per_keep else "") + (
+        " --cutoff-search" if args.cutoff_search and not args.variant_search else "") + (
+        " --variant-search" if args.variant_search else "") + (
+        f" --val-seeds {VAL_SEEDS}" if VAL_SEEDS > 1 else "") + ng_flags
     body = section(results, args, wall, command, suffix)
     body += (f"\n### Diversity and difficulty: what is kept\n\n![kept vs dropped](quality_plots/"
              f"{picture_of['name']}{suffix}_kept_pca_hist.png)\n")
@@ -764,7 +854,9 @@ def main() -> None:
             f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + fm_titles + (
             f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}" if args.tune_keeps else "") + (
             ", tuned per keep" if args.tune_per_keep else "") + (
-            ", D2 + cutoff searched on its own" if args.cutoff_search else "")
+            ", D2 + cutoff searched on its own" if args.cutoff_search and not args.variant_search else "") + (
+            ", D2 variants searched on their own" if args.variant_search else "") + (
+            f", validation over {VAL_SEEDS} seeds" if VAL_SEEDS > 1 else "") + ng_titles
         write_section(f"Coreset quality ({tag}{variant})", body)
     log("done")
 
