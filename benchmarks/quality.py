@@ -83,6 +83,7 @@ def newsgroups_embedded(split: str, n: int):
 # ----------------------------------------------------------------------------- configuration
 
 METHODS = ["random", "topk", "easiest", "ccs", "moderate", "kcenter", "d2", "d2_classwise", "d2_cutoff"]
+SEEDED = ("random", "ccs", "kcenter")  # the methods whose selection depends on the seed
 # The same methods on extrapolated scores: the score model trains on a class-stratified SUBSET of the
 # pool only and ``ds.d2.extrapolate`` (kNN) fills every other row; hyperparameters as chosen for full scores.
 SUBSET = 0.1
@@ -93,11 +94,11 @@ PER_KEEP = False                 # True: a separate search at every keep instead
 SEARCHED: dict = {}              # D2 variant -> the parameters a validation search of its own sets (a variant not
                                  # listed inherits plain D2's choices): "cutoff" (β and some of score, k, γ_f, γ_r),
                                  # "classwise" (score, k, γ_f, γ_r)
-VAL_SEEDS = 1                    # training seeds (and selection seeds of the seeded methods) each validation trial averages
+VAL_SEEDS = 1                    # downstream training seeds (and seeds of the SEEDED selections) a validation trial averages
 GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forward": [0.1, 1.0, 4.0],
         "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
 DEFAULT_D2 = {"score": "aum", "k": 10, "gamma_forward": 1.0, "gamma_reverse": 1.0}
-# With every variant searched on its own, the cutoffs of D2 and CCS are also tried at 0.3 (the same grid for both).
+# --variant-search also tries the cutoffs of D2 and CCS at 0.3 (the same grid for both).
 WIDE_CUTOFFS = {"beta": [0.05, 0.1, 0.2, 0.3], "ccs_beta": [0.0, 0.1, 0.2, 0.3]}
 GRAPH = ("k", "gamma_forward", "gamma_reverse")  # D2's graph parameters; a variant's own are "<variant>_<name>"
 SCORES = ("aum", "forgetting", "el2n")            # what the score model records (each also scaled to [0, 1])
@@ -330,10 +331,8 @@ def score_column(score: str) -> str:
 
 
 def grid_for(cfg: dict) -> dict:
-    """The validation grid in effect: the configuration's score candidates, wider cutoffs when every
-    variant is searched on its own."""
-    return {**GRID, "score": cfg.get("scores", GRID["score"]),
-            **(WIDE_CUTOFFS if "classwise" in SEARCHED else {})}
+    """The validation grid in effect: ``GRID`` with the configuration's score candidates."""
+    return {**GRID, "score": cfg.get("scores", GRID["score"])}
 
 
 def variant_hp(hp: dict, variant: str) -> dict:
@@ -396,7 +395,6 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[di
     each). The score candidates are ``cfg["scores"]`` when the configuration sets them, else
     ``GRID["score"]``.
     """
-    t = time.perf_counter()
     trials: list = []
     cache: dict = {}
 
@@ -406,7 +404,7 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[di
             accs = np.zeros((VAL_SEEDS, len(keeps)))
             ranked = None
             for seed in range(VAL_SEEDS):
-                if ranked is None or method in ("random", "ccs", "kcenter"):  # D2's ranking has no seed
+                if ranked is None or method in SEEDED:  # the other rankings do not depend on the seed
                     ranked = rank(ds, method, hp, seed=seed)
                 accs[seed] = [train_on(task, cfg, kept_rows(ranked, method, keep), seed=seed, split="val")
                               for keep in keeps]
@@ -427,19 +425,19 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[di
             best["score"] = "aum"
         return best
 
-    grid = grid_for(cfg)
-    best = search("d2", DEFAULT_D2, ("score", *GRAPH), grid)
-    best["beta"] = search("d2_cutoff", best, ["beta"], grid)["beta"]
-    if "cutoff" in SEARCHED:  # the cutoff changes which rows compete, so its parameters are searched again
-        cut = search("d2_cutoff", {key: best[key] for key in ("score", *GRAPH, "beta")}, SEARCHED["cutoff"], grid)
-        best.update({f"cutoff_{key}": cut[key] for key in SEARCHED["cutoff"] if key != "beta"}, beta=cut["beta"])
-    if "classwise" in SEARCHED:  # per-class budgets change which rows compete too
-        own = search("d2_classwise", {key: best[key] for key in ("score", *GRAPH)}, SEARCHED["classwise"], grid)
-        best.update({f"classwise_{key}": own[key] for key in SEARCHED["classwise"]})
-    ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in grid["ccs_beta"]}
-    best["ccs_beta"] = max(ccs, key=ccs.get)
-    evaluate("random", {"score": best["score"]})
-    timings["tuning"] = timings.get("tuning", 0.0) + time.perf_counter() - t
+    with timed(timings, "tuning"):
+        grid = grid_for(cfg)
+        best = search("d2", DEFAULT_D2, ("score", *GRAPH), grid)
+        best["beta"] = search("d2_cutoff", best, ["beta"], grid)["beta"]
+        if "cutoff" in SEARCHED:  # the cutoff changes which rows compete, so its parameters are searched again
+            cut = search("d2_cutoff", {key: best[key] for key in ("score", *GRAPH, "beta")}, SEARCHED["cutoff"], grid)
+            best.update({f"cutoff_{key}": cut[key] for key in SEARCHED["cutoff"] if key != "beta"}, beta=cut["beta"])
+        if "classwise" in SEARCHED:  # per-class budgets change which rows compete too
+            own = search("d2_classwise", {key: best[key] for key in ("score", *GRAPH)}, SEARCHED["classwise"], grid)
+            best.update({f"classwise_{key}": own[key] for key in SEARCHED["classwise"]})
+        ccs = {b: evaluate("ccs", {"score": best["score"], "ccs_beta": b}) for b in grid["ccs_beta"]}
+        best["ccs_beta"] = max(ccs, key=ccs.get)
+        evaluate("random", {"score": best["score"]})
     return best, trials
 
 
@@ -452,9 +450,8 @@ def hp_at(result: dict, keep: float) -> dict:
 
 def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
     timings: dict = {}
-    t = time.perf_counter()
-    task = load_task(name, cfg)
-    timings["load"] = time.perf_counter() - t
+    with timed(timings, "load"):
+        task = load_task(name, cfg)
     if cfg.get("equal_steps"):
         cfg = {**cfg, "min_steps": cfg["epochs"] * math.ceil(len(task["X"]) / cfg["batch"])}
     per_keep = PER_KEEP or bool(cfg.get("per_keep"))
@@ -473,14 +470,13 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
 
     acc = {m: {str(k): [] for k in KEEPS} for m in METHODS + EXTRAPOLATED}
     full = []
-    timings.update(selection=0.0, downstream=0.0)
+    timings.update(selection=0.0, downstream=0.0)  # reported in this order, before the subset stages
     picture = None
     for seed in range(seeds):
         ds = scored[seed] if seed in scored else score_pool(task, cfg, seed, timings)
         extrapolated = score_pool(task, cfg, seed, timings, subset=SUBSET)
-        t = time.perf_counter()
-        full.append(train_on(task, cfg, np.arange(len(task["X"])), seed))
-        timings["downstream"] += time.perf_counter() - t
+        with timed(timings, "downstream"):
+            full.append(train_on(task, cfg, np.arange(len(task["X"])), seed))
         for method in METHODS + EXTRAPOLATED:
             data = extrapolated if method in EXTRAPOLATED else ds
             ranked_by_hp: dict = {}  # one ranking per distinct hyperparameter set
@@ -488,13 +484,11 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
                 hp = hp_by_keep[str(keep)]
                 key = tuple(sorted(hp.items()))
                 if key not in ranked_by_hp:
-                    t = time.perf_counter()
-                    ranked_by_hp[key] = rank(data, base_method(method), hp, seed)
-                    timings["selection"] += time.perf_counter() - t
-                t = time.perf_counter()
-                rows = kept_rows(ranked_by_hp[key], method, keep)
-                acc[method][str(keep)].append(train_on(task, cfg, rows, seed))
-                timings["downstream"] += time.perf_counter() - t
+                    with timed(timings, "selection"):
+                        ranked_by_hp[key] = rank(data, base_method(method), hp, seed)
+                with timed(timings, "downstream"):
+                    rows = kept_rows(ranked_by_hp[key], method, keep)
+                    acc[method][str(keep)].append(train_on(task, cfg, rows, seed))
                 if seed == 0 and keep == 0.2 and method in ("random", "topk", "d2"):
                     picture = picture or {"embedding": ds.d2.embeddings(),
                                           "score": np.asarray(ds[score_column(hp["score"])]), "kept": {}}
@@ -515,6 +509,17 @@ LABELS = {"random": "random", "topk": "top-k hardest", "easiest": "top-k easiest
           "d2_classwise": "D2 class-wise", "d2_cutoff": "D2 + hard cutoff"}
 LABELS.update({m: f"{LABELS[base_method(m)]}, {SUBSET:.0%} + kNN scores" for m in EXTRAPOLATED})
 TITLES = {"fashion_mnist": "Fashion-MNIST", "20newsgroups": "20 Newsgroups"}
+# Command-line overrides of one dataset's configuration: flag dest -> (dataset, configuration key, file-name part,
+# words for the section title). The Fashion-MNIST ones come before --tune-keeps in a command, the 20 Newsgroups
+# ones last (the order of the commands already in RESULTS.md).
+OVERRIDES = {"fm_val": ("fashion_mnist", "val", "fmval", "validation {} rows"),
+             "fm_score_epochs": ("fashion_mnist", "score_epochs", "fmse", "score model {} epochs"),
+             "fm_el2n_epochs": ("fashion_mnist", "el2n_epochs", "fmel2n", "EL2N over {} epochs"),
+             "fm_scores": ("fashion_mnist", "scores", "fmscores-", "scores {}"),
+             "fm_min_steps": ("fashion_mnist", "min_steps", "fmsteps", "at least {} steps"),
+             "ng_val": ("20newsgroups", "val", "ngval", "validation {} posts"),
+             "ng_test": ("20newsgroups", "test", "ngtest", "test {} posts")}
+NG_SPLITS = {"train": 11293, "test": 7528}  # posts in the 20 Newsgroups splits
 
 
 def plot_accuracy(result: dict, path: Path) -> None:
@@ -642,11 +647,8 @@ VARIANT_NAMES = {"cutoff": "D2 + cutoff", "classwise": "class-wise D2"}
 SYMBOLS = {"score": "score", "k": "k", "gamma_forward": "γ_f", "gamma_reverse": "γ_r", "beta": "β"}
 
 
-def searched_words(searched) -> str:
-    """"; then D2 + cutoff's own k, γ_f, γ_r and β …" for the variants searched on their own (older
-    results list the variants only: those searched D2 + cutoff's k, γ_f, γ_r and β)."""
-    if not isinstance(searched, dict):
-        searched = {v: (*GRAPH, "beta") for v in searched}
+def searched_words(searched: dict) -> str:
+    """"; then D2 + cutoff's own k, γ_f, γ_r and β …" for the variants searched on their own."""
     return "".join(f"; then {VARIANT_NAMES[v]}'s own " + ", ".join(SYMBOLS[k] for k in keys[:-1])
                    + f" and {SYMBOLS[keys[-1]]}, from plain D2's choice" for v, keys in searched.items())
 
@@ -664,7 +666,7 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
     for result in results:
         cfg, tm = result["config"], result["timings"]
         name = result["name"]
-        grid = result.get("grid", grid_for(cfg))
+        grid = result["grid"]
         if name == "fashion_mnist":
             setup = (f"Pool: a class-stratified {result['pool_rows']:,} of the 60,000 training images (seed 0); validation: "
                      f"{result['val_rows']:,} other training images; test: {result['test_rows']:,} of the official test split. "
@@ -705,11 +707,11 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                   if result.get("tuned_per_keep") else
                   f"Chosen on validation (seed 0's scores, mean val accuracy at keep "
                   f"{', '.join(f'{int(k*100)}%' for k in TUNE_KEEPS)}")
-                 + (f" averaged over {result['val_seeds']} downstream training seeds" if result.get("val_seeds", 1) > 1
+                 + (f" averaged over {result['val_seeds']} downstream training seeds" if result["val_seeds"] > 1
                     else "")
                  + f"; coordinate search over score ∈ {grid['score']}, k ∈ {grid['k']}, γ_f ∈ {grid['gamma_forward']}, "
                  f"γ_r ∈ {grid['gamma_reverse']}, then D2's cutoff β ∈ {grid['beta']} and CCS's β ∈ {grid['ccs_beta']}"
-                 + searched_words(result.get("searched", {})) + "): "
+                 + searched_words(result["searched"]) + "): "
                  + ("; ".join(f"{int(k * 100)}%: {chosen(hp_at(result, k))}" for k in KEEPS) if result.get("tuned_per_keep")
                     else chosen(result["hp"]))
                  + (". (`aum_raw` = D2 on the raw −AUM column, most of it negative; every other row uses the score "
@@ -766,53 +768,64 @@ def main() -> None:
                         help="20 Newsgroups test posts instead of the configuration's (7528: the whole test split)")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md (JSON and plots are still written)")
     args = parser.parse_args()
+    if args.val_seeds < 1:
+        parser.error(f"--val-seeds must be at least 1; got {args.val_seeds}.")
+    if args.ng_test is not None and not 1 <= args.ng_test <= NG_SPLITS["test"]:
+        parser.error(f"--ng-test must lie in 1..{NG_SPLITS['test']} (the 20 Newsgroups test posts); "
+                     f"got {args.ng_test}.")
     THREADS = args.threads
     tag = "quick" if args.quick else "full"
     config = {name: dict(cfg) if isinstance(cfg, dict) else cfg for name, cfg in CONFIGS[args.protocol][tag].items()}
-    suffix = ("_quick" if args.quick else "") + ("_steps" if args.protocol == "steps" else "")
+    if args.ng_val is not None and not 1 <= args.ng_val <= NG_SPLITS["train"] - config["20newsgroups"]["pool"]:
+        room = NG_SPLITS["train"] - config["20newsgroups"]["pool"]
+        parser.error(f"--ng-val must lie in 1..{room} (the 20 Newsgroups training posts outside the "
+                     f"{config['20newsgroups']['pool']:,}-post pool); got {args.ng_val}.")
+    # Every option that changes the run adds, in this order, a part to the command that reproduces it, to the
+    # file names of its JSON and plots and to the title of its RESULTS.md section: (flag, file suffix, title words).
+    parts = [(" --quick", "_quick", "") if args.quick else ("", "", ""),
+             ("", "_steps", ", equal steps") if args.protocol == "steps" else (" --protocol epochs", "", "")]
+    if args.datasets != ["fashion_mnist", "20newsgroups"]:
+        parts.append((" --datasets " + " ".join(args.datasets), "", ""))
     if args.fm_pool:
         config["fashion_mnist"]["pool"] = args.fm_pool
-        suffix += f"_fm{args.fm_pool}"
-    # Fashion-MNIST overrides: configuration key, file-name part, words for the section title
-    fm_options = {"fm_val": ("val", "val", "validation {} rows"),
-                  "fm_score_epochs": ("score_epochs", "se", "score model {} epochs"),
-                  "fm_el2n_epochs": ("el2n_epochs", "el2n", "EL2N over {} epochs"),
-                  "fm_scores": ("scores", "scores-", "scores {}"),
-                  "fm_min_steps": ("min_steps", "steps", "at least {} steps")}
-    fm_flags, fm_titles = "", ""
-    for dest, (key, short, words) in fm_options.items():
-        value = getattr(args, dest)
-        if value:
-            config["fashion_mnist"][key] = value
+        parts.append((f" --fm-pool {args.fm_pool}", f"_fm{args.fm_pool}", f", Fashion-MNIST pool {args.fm_pool:,}"))
+
+    def override(dataset: str) -> None:
+        """Apply the ``OVERRIDES`` of ``dataset`` given on the command line."""
+        for dest, (of, key, short, words) in OVERRIDES.items():
+            value = getattr(args, dest)
+            if of != dataset or not value:
+                continue
+            config[dataset][key] = value
             if key == "min_steps":
-                config["fashion_mnist"]["equal_steps"] = False
-            text = "-".join(value) if isinstance(value, list) else str(value)
-            suffix += f"_fm{short}{text}"
-            fm_flags += f" --{dest.replace('_', '-')} " + (" ".join(value) if isinstance(value, list) else text)
-            fm_titles += ", Fashion-MNIST " + words.format(", ".join(value) if isinstance(value, list) else f"{value:,}")
+                config[dataset]["equal_steps"] = False
+            listed = isinstance(value, list)
+            parts.append((f" --{dest.replace('_', '-')} " + (" ".join(value) if listed else str(value)),
+                          f"_{short}" + ("-".join(value) if listed else str(value)),
+                          f", {TITLES[dataset]} " + words.format(", ".join(value) if listed else f"{value:,}")))
+
+    override("fashion_mnist")
     if args.tune_keeps:
         TUNE_KEEPS = list(args.tune_keeps)
-        suffix += "_tune" + "-".join(str(int(k * 100)) for k in TUNE_KEEPS)
+        parts.append((" --tune-keeps " + " ".join(map(str, args.tune_keeps)),
+                      "_tune" + "-".join(str(int(k * 100)) for k in TUNE_KEEPS),
+                      f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}"))
     if args.tune_per_keep:
         PER_KEEP = True
-        suffix += "_tuneperkeep"
-    if args.cutoff_search and not args.variant_search:
-        SEARCHED["cutoff"] = (*GRAPH, "beta")
-        suffix += "_cutoffsearch"
+        parts.append((" --tune-per-keep", "_tuneperkeep", ", tuned per keep"))
     if args.variant_search:
         SEARCHED.update(cutoff=("score", *GRAPH, "beta"), classwise=("score", *GRAPH))
-        suffix += "_variantsearch"
+        GRID.update(WIDE_CUTOFFS)
+        parts.append((" --variant-search", "_variantsearch", ", D2 variants searched on their own"))
+    elif args.cutoff_search:
+        SEARCHED["cutoff"] = (*GRAPH, "beta")
+        parts.append((" --cutoff-search", "_cutoffsearch", ", D2 + cutoff searched on its own"))
     if args.val_seeds > 1:
         VAL_SEEDS = args.val_seeds
-        suffix += f"_valseeds{VAL_SEEDS}"
-    ng_flags, ng_titles = "", ""
-    for dest, key, words in (("ng_val", "val", "validation {:,} posts"), ("ng_test", "test", "test {:,} posts")):
-        value = getattr(args, dest)
-        if value and "20newsgroups" in config:
-            config["20newsgroups"][key] = value
-            suffix += f"_ng{key}{value}"
-            ng_flags += f" --{dest.replace('_', '-')} {value}"
-            ng_titles += ", 20 Newsgroups " + words.format(value)
+        parts.append((f" --val-seeds {VAL_SEEDS}", f"_valseeds{VAL_SEEDS}", f", validation over {VAL_SEEDS} seeds"))
+    override("20newsgroups")
+    command, suffix, variant = ("".join(part[i] for part in parts) for i in range(3))
+    command = "python benchmarks/quality.py" + command
     start = time.perf_counter()
 
     def log(message: str) -> None:
@@ -833,15 +846,6 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     raw = [{k: v for k, v in r.items() if k != "picture"} for r in results]
     (HERE / "results" / f"quality{suffix}.json").write_text(json.dumps({"wall_s": wall, "results": raw}, indent=1))
-    command = "python benchmarks/quality.py" + (" --quick" if args.quick else "") + (
-        " --protocol epochs" if args.protocol == "epochs" else "") + (
-        "" if args.datasets == ["fashion_mnist", "20newsgroups"] else " --datasets " + " ".join(args.datasets)) + (
-        f" --fm-pool {args.fm_pool}" if args.fm_pool else "") + fm_flags + (
-        " --tune-keeps " + " ".join(map(str, args.tune_keeps)) if args.tune_keeps else "") + (
-        " --tune-per-keep" if args.tune_per_keep else "") + (
-        " --cutoff-search" if args.cutoff_search and not args.variant_search else "") + (
-        " --variant-search" if args.variant_search else "") + (
-        f" --val-seeds {VAL_SEEDS}" if VAL_SEEDS > 1 else "") + ng_flags
     body = section(results, args, wall, command, suffix)
     body += (f"\n### Diversity and difficulty: what is kept\n\n![kept vs dropped](quality_plots/"
              f"{picture_of['name']}{suffix}_kept_pca_hist.png)\n")
@@ -850,13 +854,6 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from _results import write_section
 
-        variant = (", equal steps" if args.protocol == "steps" else "") + (
-            f", Fashion-MNIST pool {args.fm_pool:,}" if args.fm_pool else "") + fm_titles + (
-            f", tuned at keep {', '.join(f'{int(k * 100)}%' for k in TUNE_KEEPS)}" if args.tune_keeps else "") + (
-            ", tuned per keep" if args.tune_per_keep else "") + (
-            ", D2 + cutoff searched on its own" if args.cutoff_search and not args.variant_search else "") + (
-            ", D2 variants searched on their own" if args.variant_search else "") + (
-            f", validation over {VAL_SEEDS} seeds" if VAL_SEEDS > 1 else "") + ng_titles
         write_section(f"Coreset quality ({tag}{variant})", body)
     log("done")
 
