@@ -4,14 +4,15 @@ Trains a small MLP on scikit-learn's digits (1,797 rows, 64 pixels, 10 classes) 
 library's Accelerate loop (`fit_and_record`) and its default optimizer (fused AdamW). "off" runs
 that loop without a recorder (same model, optimizer and dataloader, no recording at all); the
 others feed a fresh `DynamicsRecorder` with the scores listed and compute its scores at the end
-of the run. Runs of a few epochs alternate
-between the modes in one process (one model keeps training throughout), in an order reversed
-every other round (no mode always runs first or after the same one), so machine load hits all alike;
-the tiny model makes this the worst case for the relative overhead (the recorder's cost per row
-does not grow with the model). Also prints the per-row state of each score family. `--model cnn` runs the examples' small CNN on
-6,000 Fashion-MNIST images instead (a model whose step, not the recorder, dominates).
+of the run. Runs of a few epochs alternate between the modes in one process (one model keeps
+training throughout), in an order reversed every other round (no mode always runs first or after
+the same one), so machine load hits all alike; the tiny model makes this the worst case for the
+relative overhead (the recorder's cost per row does not grow with the model). Also prints the
+per-row state of each score family. `--model cnn` runs the examples' small CNN on 6,000
+Fashion-MNIST images instead (a model whose step, not the recorder, dominates).
 
-    python benchmarks/bench_dynamics.py [--epochs 5] [--rounds 15] [--batch-size 64] [--hidden 256] [--model mlp|cnn] [--threads 1]
+    python benchmarks/bench_dynamics.py [--epochs 5] [--rounds 15] [--batch-size 64] [--hidden 256]
+                                        [--model mlp|cnn] [--threads 1]
 """
 
 from __future__ import annotations

