@@ -88,6 +88,7 @@ SEEDED = ("random", "ccs", "kcenter")  # the methods whose selection depends on 
 # pool only and ``ds.d2.extrapolate`` (kNN) fills every other row; hyperparameters as chosen for full scores.
 SUBSET = 0.1
 EXTRAPOLATED = [f"{m}_extrap" for m in ("ccs", "d2", "d2_classwise", "d2_cutoff")]
+REPORTED = METHODS + EXTRAPOLATED  # every result key, in report order
 KEEPS = [0.7, 0.5, 0.3, 0.2, 0.1]
 TUNE_KEEPS = [0.3, 0.1]          # D2 / cutoff hyperparameters: mean validation accuracy at these budgets
 PER_KEEP = False                 # True: a separate search at every keep instead (the D2 paper tunes per pruning rate)
@@ -368,11 +369,6 @@ def base_method(method: str) -> str:
     return method.removesuffix("_extrap")
 
 
-def methods_in(result: dict) -> list:
-    """The result's methods in report order (sections made before EXTRAPOLATED existed lack those)."""
-    return [m for m in METHODS + EXTRAPOLATED if m in result["acc"]]
-
-
 def kept_rows(ranked, method: str, keep: float) -> np.ndarray:
     """The coreset's pool rows, through ``ds.d2.prune`` (the D2 variants all write ``d2_rank``)."""
     method = base_method(method)
@@ -468,7 +464,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
         hp_by_keep.update({str(keep): hp for keep in (keeps if per_keep else KEEPS)})
         log(f"  chosen {hp}" + (f" at keep {keeps[0]}" if per_keep else "") + f" ({timings['tuning']:.0f} s)")
 
-    acc = {m: {str(k): [] for k in KEEPS} for m in METHODS + EXTRAPOLATED}
+    acc = {m: {str(k): [] for k in KEEPS} for m in REPORTED}
     full = []
     timings.update(selection=0.0, downstream=0.0)  # reported in this order, before the subset stages
     picture = None
@@ -477,7 +473,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
         extrapolated = score_pool(task, cfg, seed, timings, subset=SUBSET)
         with timed(timings, "downstream"):
             full.append(train_on(task, cfg, np.arange(len(task["X"])), seed))
-        for method in METHODS + EXTRAPOLATED:
+        for method in REPORTED:
             data = extrapolated if method in EXTRAPOLATED else ds
             ranked_by_hp: dict = {}  # one ranking per distinct hyperparameter set
             for keep in KEEPS:
@@ -494,7 +490,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
                                           "score": np.asarray(ds[score_column(hp["score"])]), "kept": {}}
                     picture["kept"][method] = rows
         log(f"  seed {seed}: full {full[-1]:.4f}; " + ", ".join(
-            f"{m} {acc[m]['0.1'][-1]:.3f}" for m in METHODS + EXTRAPOLATED) + " (keep 0.1)")
+            f"{m} {acc[m]['0.1'][-1]:.3f}" for m in REPORTED) + " (keep 0.1)")
     return {"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
             "test_rows": len(task["X_test"]), "hp": hp_by_keep if per_keep else hp, "tuned_per_keep": per_keep,
             "trials": trials, "acc": acc, "full": full,
@@ -531,7 +527,7 @@ def plot_accuracy(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     keeps = np.array(KEEPS)
     colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))  # a method on extrapolated scores: its colour, dotted
-    for method in methods_in(result):
+    for method in REPORTED:
         values = np.array([result["acc"][method][str(k)] for k in KEEPS]) * 100
         style = ":" if method in EXTRAPOLATED else "-" if method.startswith("d2") else "--"
         ax.errorbar(keeps * 100, values.mean(1), yerr=values.std(1), label=LABELS[method], linestyle=style,
@@ -590,7 +586,7 @@ def table(result: dict) -> str:
 
     lines = ["| method | " + " | ".join(f"{int(k * 100)}%" for k in KEEPS) + " |",
              "|---|" + "---|" * len(KEEPS)]
-    for method in methods_in(result):
+    for method in REPORTED:
         row = [cell(result["acc"][method][str(k)]) for k in KEEPS]
         rnd = [np.mean(result["acc"]["random"][str(k)]) for k in KEEPS]
         if method.startswith("d2"):
@@ -629,7 +625,7 @@ def reading(result: dict) -> str:
     """Mechanical comparison lines (D2 variants vs random and CCS; extrapolated vs full scores), for
     the honest reading."""
     out = []
-    for method in (m for m in methods_in(result) if base_method(m).startswith("d2")):
+    for method in (m for m in REPORTED if base_method(m).startswith("d2")):
         parts = []
         for keep in KEEPS:
             d, r, c, f = (np.array(result["acc"][m][str(keep)]) * 100
