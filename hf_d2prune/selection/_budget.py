@@ -30,6 +30,7 @@ __all__ = [
     "proportional_sequence",
     "proportional_allocation",
     "interleave_proportional",
+    "score_strata",
 ]
 
 
@@ -67,6 +68,33 @@ def equal_allocation(sizes: Sequence[int], budget: int) -> np.ndarray:
         out[g] = take
         remaining -= take
     return out
+
+
+def score_strata(values: np.ndarray, n_strata: int) -> np.ndarray:
+    """Equal-width strata of ``values`` between their min and max (CCS's bins).
+
+    The maximum falls in the last stratum: the CCS authors stretch the top edge by 1.0001 for the
+    same purpose, which moves every edge by 0.01%; we close the last stratum instead. Constant
+    values all fall in stratum 0.
+
+    Args:
+        values: ``(m,)`` finite scores.
+        n_strata: number of strata, ``>= 1``.
+
+    Returns:
+        int64 ``(m,)`` stratum of each value, in ``[0, n_strata)``.
+
+    Example:
+        >>> score_strata(np.array([0.0, 0.2, 0.5, 1.0]), 2).tolist()
+        [0, 0, 1, 1]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    low, high = values.min(), values.max()
+    if not high > low:
+        return np.zeros(len(values), dtype=np.int64)
+    return np.minimum(((values - low) / (high - low) * n_strata).astype(np.int64), n_strata - 1)
 
 
 def interleave_by_allocation(per_group_orders: Sequence[np.ndarray], group_sizes: Sequence[int]) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import check_finite, check_positive_int
-from ._budget import interleave_by_allocation
+from ._budget import interleave_by_allocation, score_strata
 from ._cutoff import hard_cutoff_rows
 from ._result import Selection
 
@@ -93,12 +93,7 @@ def ccs_order(scores, *, cutoff_scores=None, hard_cutoff: float = 0.1, n_bins: i
     alive = np.ones(n, dtype=bool)
     alive[hard_cutoff_rows(n, hard_cutoff, cutoff_scores, scores=s)] = False
     rows = np.flatnonzero(alive)
-    kept = s[rows]
-    low, high = kept.min(), kept.max()
-    if high > low:
-        bins = np.minimum(((kept - low) / (high - low) * n_bins).astype(np.int64), n_bins - 1)
-    else:
-        bins = np.zeros(len(rows), dtype=np.int64)
+    bins = score_strata(s[rows], n_bins)
     rng = np.random.default_rng(seed)
     per_bin = [rows[bins == b] for b in range(n_bins)]
     per_bin = [members[rng.permutation(len(members))] for members in per_bin]
