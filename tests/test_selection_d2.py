@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hf_d2prune.errors import InvalidParameterError, InvalidValuesError
 from hf_d2prune.graph import knn_graph
 from hf_d2prune.selection import _greedy
-from hf_d2prune.selection._budget import equal_allocation, interleave_by_allocation
+from hf_d2prune.selection._budget import equal_allocation, interleave_by_allocation, score_strata
 from hf_d2prune.selection.d2 import d2_adjacency, d2_forward, d2_order, d2_reverse_order
 
 DATA = Path(__file__).parent / "data" / "d2_reference"
@@ -222,6 +222,74 @@ def test_classwise_small_classes_k_clamped_and_singletons():
     assert result.order[:3].tolist().count(0) == 1  # the one-row class is taken in round 1
 
 
+# ---------------------------------------------------------------- stratified D2
+
+def test_one_stratum_is_plain_d2():
+    case = load_case("synth2k_symmetric")
+    for labels in (None, load_case("synth2k_classwise")["labels"]):
+        plain = d2_order(case["scores"], case["embeddings"], k=5, gamma_reverse=0.1, labels=labels)
+        one = d2_order(case["scores"], case["embeddings"], k=5, gamma_reverse=0.1, labels=labels, strata=1)
+        np.testing.assert_array_equal(one.order, plain.order)
+        np.testing.assert_array_equal(one.forward_scores, plain.forward_scores)
+
+
+def test_strata_get_ccs_budgets_and_d2_runs_inside_each():
+    case = load_case("synth2k_symmetric")
+    scores, x = case["scores"] ** 3, case["embeddings"]  # skewed: strata of very different sizes
+    full = d2_order(scores, x, k=5, gamma_reverse=0.1, strata=8)
+    level = score_strata(scores, 8)
+    sizes = np.bincount(level, minlength=8)
+    assert sizes.min() > 1 and sizes.max() > 4 * sizes.min()
+    for budget in (1, 9, 100, 777, 2000):
+        # every prefix holds CCS's equal allocation over the strata ...
+        np.testing.assert_array_equal(np.bincount(level[full.order[:budget]], minlength=8),
+                                      equal_allocation(sizes, budget))
+        np.testing.assert_array_equal(d2_order(scores, x, k=5, gamma_reverse=0.1, strata=8, budget=budget).order,
+                                      full.order[:budget])
+    for b in range(8):
+        # ... and each stratum's rows come in the order of D2 run on that stratum alone
+        rows = np.flatnonzero(level == b)
+        inside = d2_order(scores[rows], x[rows], k=5, gamma_reverse=0.1)
+        np.testing.assert_array_equal(full.order[level[full.order] == b], rows[inside.order])
+        np.testing.assert_allclose(full.forward_scores[rows], inside.forward_scores)
+
+
+def test_strata_keep_every_difficulty_level_at_small_budgets():
+    # 40 hard rows (score 1) and 160 easy ones (score 0.1), interleaved in space: plain D2 spends
+    # a small budget on hard rows only (narrow kernels); two strata give each level half of it.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    scores = np.where(np.arange(200) % 5 == 0, 1.0, 0.1)
+    plain = d2_order(scores, x, k=5, gamma_forward=4.0, gamma_reverse=4.0)
+    assert (scores[plain.order[:20]] == 1.0).all()
+    strat = d2_order(scores, x, k=5, gamma_forward=4.0, gamma_reverse=4.0, strata=2)
+    assert (scores[strat.order[:20]] == 1.0).sum() == 10
+
+
+def test_strata_inside_classes_after_the_cutoff():
+    case = load_case("synth2k_classwise")
+    labels, scores, x = case["labels"], case["scores"], case["embeddings"]
+    aum = np.random.default_rng(1).normal(size=2000)
+    result = d2_order(scores, x, k=5, labels=labels, strata=4, hard_cutoff=0.1, cutoff_scores=aum)
+    cut = np.argsort(aum, kind="stable")[:200]
+    assert set(np.flatnonzero(result.ranks == -1)) == set(cut)
+    keep = np.setdiff1d(np.arange(2000), cut)
+    for budget in (10, 333, 1800):
+        picked = result.order[:budget]
+        np.testing.assert_array_equal(np.bincount(labels[picked], minlength=10),
+                                      equal_allocation(np.bincount(labels[keep], minlength=10), budget))
+    rows = keep[labels[keep] == 7]  # one class: strata of its own scores (after the cutoff), D2 inside
+    inside = d2_order(scores[rows], x[rows], k=5, strata=4)
+    np.testing.assert_array_equal(result.order[np.isin(result.order, rows)], rows[inside.order])
+
+
+def test_score_strata_matches_ccs_bins():
+    values = np.array([0.0, 0.1, 0.25, 0.5, 0.99, 1.0])
+    assert score_strata(values, 4).tolist() == [0, 0, 1, 2, 3, 3]
+    assert score_strata(np.full(3, 2.0), 5).tolist() == [0, 0, 0]
+    assert score_strata(np.zeros(0), 5).tolist() == []
+
+
 # ---------------------------------------------------------------- options and edge cases
 
 def test_hard_cutoff_ranks_minus_one():
@@ -291,6 +359,10 @@ def test_errors():
         d2_order(s, np.zeros((4, 2)))
     with pytest.raises(InvalidParameterError, match="labels"):
         d2_order(s, neighbors=knn_graph(x + np.arange(5)[:, None], 2), labels=np.zeros(5))
+    with pytest.raises(InvalidParameterError, match="strata"):
+        d2_order(s, neighbors=knn_graph(x + np.arange(5)[:, None], 2), strata=2)
+    with pytest.raises(InvalidParameterError, match="strata"):
+        d2_order(s, x, k=2, strata=0)
     with pytest.raises(InvalidParameterError, match="hard_cutoff"):
         d2_order(s, x, k=2, hard_cutoff=1.5)
     with pytest.raises(InvalidValuesError, match="own id"):

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import check_finite, check_positive_int
-from ._budget import equal_allocation, interleave_by_allocation
+from ._budget import equal_allocation, interleave_by_allocation, score_strata
 from ._csr import csr_adjacency as _csr
 from ._cutoff import hard_cutoff_rows
 from ._greedy import reverse_greedy
@@ -253,6 +253,16 @@ def _d2_block(scores, rows, embeddings, neighbours, *, k, gamma_forward, gamma_r
     return rows[picks], forward
 
 
+def _equal_groups(members: list, budget: int, select) -> np.ndarray:
+    """Split ``budget`` equally over the groups ``members`` (:func:`equal_allocation`), fill each
+    with ``select(rows, quota)`` and merge so that every prefix is the allocation at its budget.
+    Empty groups are skipped."""
+    sizes = np.array([len(m) for m in members], dtype=np.int64)
+    quota = equal_allocation(sizes, budget)
+    orders = [select(m, int(q)) if len(m) else m for m, q in zip(members, quota)]
+    return interleave_by_allocation(orders, sizes)[:budget]
+
+
 def d2_order(
     scores,
     embeddings=None,
@@ -264,6 +274,7 @@ def d2_order(
     graph: GraphKind = "symmetric",
     squared: bool = False,
     labels=None,
+    strata: int | None = None,
     hard_cutoff: float = 0.0,
     cutoff_scores=None,
     budget: int | None = None,
@@ -289,6 +300,12 @@ def d2_order(
             each class on that class's own kNN graph; a one-row class is taken whole. The
             returned order is prefix-consistent: ``order[:N]`` is the class-wise selection at
             budget ``N`` for every ``N`` (see :mod:`._budget`).
+        strata: stratified D2, as in the authors' experiments (their ``stratified`` mode with
+            graph sampling): split the rows (inside each class, with ``labels``) into this many
+            equal-width strata of ``scores`` (CCS's bins, after the hard cutoff), give the strata
+            equal budgets the CCS way, and run D2 inside each stratum on its own kNN graph. Every
+            difficulty level keeps a share of the coreset and D2 spreads it out within the level.
+            ``None`` (default): one graph over all rows (per class).
         hard_cutoff: fraction β of rows dropped first (CCS): ``int(β·n)`` rows with the lowest
             ``cutoff_scores`` (ties: lowest id), or, without ``cutoff_scores``, the highest
             ``scores``. They get rank -1 and the graph is built on the remaining rows.
@@ -302,8 +319,8 @@ def d2_order(
         :class:`D2Result` with ``order``, ``ranks`` and ``forward_scores``.
 
     Raises:
-        InvalidParameterError: bad ``k``, γ, ``graph``, ``budget``, ``hard_cutoff``, or
-            ``neighbors`` with ``labels``.
+        InvalidParameterError: bad ``k``, γ, ``graph``, ``budget``, ``hard_cutoff``, ``strata``,
+            or ``neighbors`` with ``labels`` or ``strata``.
         InvalidValuesError: NaN/inf, mismatched lengths, malformed ``neighbors``.
 
     Example:
@@ -330,13 +347,15 @@ def d2_order(
             raise InvalidValuesError(f"embeddings has {len(embeddings)} rows but scores has {n}.")
         embeddings.check_finite()
     else:
-        if labels is not None:
+        if labels is not None or strata is not None:
             raise InvalidParameterError(
-                "neighbors= cannot be combined with labels=: class-wise D2 builds one graph per "
-                "class; pass embeddings= instead."
+                "neighbors= cannot be combined with labels= or strata=: class-wise and stratified D2 "
+                "build one graph per group; pass embeddings= instead."
             )
         neighbors = _check_neighbours(neighbors[0], neighbors[1], n)
 
+    if strata is not None:
+        strata = check_positive_int(strata, "strata")
     cut = hard_cutoff_rows(n, hard_cutoff, cutoff_scores, scores=s)
     alive = np.ones(n, dtype=bool)
     alive[cut] = False
@@ -346,20 +365,24 @@ def d2_order(
     common = dict(k=k, gamma_forward=gamma_forward, gamma_reverse=gamma_reverse, graph=graph,
                   squared=squared, index=index, seed=seed)
 
+    def d2_in(group: np.ndarray, quota: int, graph_of_all=None) -> np.ndarray:
+        order_g, forward[group] = _d2_block(s, group, embeddings, graph_of_all, budget=quota, **common)
+        return order_g
+
+    def stratified(group: np.ndarray, quota: int) -> np.ndarray:
+        """D2 inside ``group``: on one graph, or on one graph per score stratum with equal budgets."""
+        if strata is None:
+            return d2_in(group, quota, neighbors)
+        level = score_strata(s[group], strata)
+        return _equal_groups([group[level == b] for b in range(strata)], quota, d2_in)
+
     if labels is None:
-        order, forward[rows] = _d2_block(s, rows, embeddings, neighbors, budget=budget, **common)
+        order = stratified(rows, budget)
     else:
         labels = np.asarray(labels)
         if labels.shape != (n,):
             raise InvalidValuesError(f"labels must have shape ({n},), got {labels.shape}.")
         classes, inverse = np.unique(labels[rows], return_inverse=True)
-        members = [rows[inverse == c] for c in range(len(classes))]
-        sizes = np.array([len(m) for m in members])
-        quota = equal_allocation(sizes, budget)
-        per_class = []
-        for members_c, quota_c in zip(members, quota):
-            order_c, forward[members_c] = _d2_block(s, members_c, embeddings, None, budget=int(quota_c), **common)
-            per_class.append(order_c)
-        order = interleave_by_allocation(per_class, sizes)[:budget]
+        order = _equal_groups([rows[inverse == c] for c in range(len(classes))], budget, stratified)
     order = np.asarray(order, dtype=np.int64)
     return D2Result(order=order, ranks=ranks_from_order(order, n), forward_scores=forward.astype(np.float32))
