@@ -541,6 +541,9 @@ def _step_view(step: dict, ds: "datasets.Dataset", full: Optional["datasets.Data
                            f"{', squared distances' if step.get('squared') else ', Euclidean (not squared) distances'}")
         if step.get("by"):
             details.append(f"class-wise: equal budget per class of `{step['by']}`")
+        if step.get("strata"):
+            details.append(f"stratified: {step['strata']} equal-width strata of the score with equal budgets "
+                           f"(CCS's), D2 inside each")
         if step.get("hard_cutoff"):
             details.append(f"hard cutoff: the hardest {100 * step['hard_cutoff']:g}% by "
                            f"`{step.get('cutoff_score') or step.get('score')}` dropped first (rank -1)")

@@ -82,6 +82,9 @@ def _add_select_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--index", default="auto", choices=["auto", "exact", "hnsw", "ivf"],
                    help="kNN index: exact below a size threshold, approximate above (default: auto)")
     g.add_argument("--class-wise", action="store_true", help="equal budget per class, D2 inside each class")
+    g.add_argument("--strata", type=int, default=None,
+                   help="stratified D2: this many equal-width score strata with equal budgets (CCS's), D2 inside "
+                        "each (default: one graph)")
     g.add_argument("--hard-cutoff", type=float, default=0.0,
                    help="drop this fraction of rows with the lowest --cutoff-score before selecting (CCS); default 0")
     g.add_argument("--cutoff-score", default=None, help="column ranked for --hard-cutoff (default: the score column)")
@@ -243,7 +246,7 @@ def _select(ds, args: argparse.Namespace):
     ds = ds.d2.coreset(
         score=score, method=args.method, embedding=args.embedding_column, k=args.k,
         gamma_forward=args.gamma_forward, gamma_reverse=args.gamma_reverse, graph=args.graph,
-        index=args.index, by=label if args.class_wise else None, hard_cutoff=args.hard_cutoff,
+        index=args.index, by=label if args.class_wise else None, strata=args.strata, hard_cutoff=args.hard_cutoff,
         cutoff_score=args.cutoff_score, higher_is_harder=not args.lower_is_harder, seed=args.seed,
         label=label, partitions=args.partitions, partition_neighbours=args.partition_neighbours,
         num_proc=getattr(args, "num_proc", None) or 1,

@@ -69,6 +69,7 @@ def run_selection(
     partitions: Optional[int] = None,
     partition_neighbours: str = "halo",
     num_proc: int = 1,
+    strata: Optional[int] = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Validate, read columns, run one selection method; return new columns and extra provenance."""
     from .namespace import _label_array
@@ -99,14 +100,19 @@ def run_selection(
     for name, gamma in (("gamma_forward", gamma_forward), ("gamma_reverse", gamma_reverse)):
         if not isinstance(gamma, (int, float, np.integer, np.floating)) or not np.isfinite(gamma) or gamma < 0:
             raise InvalidParameterError(f"{name} must be a finite number >= 0, got {gamma!r}.")
+    if strata is not None:
+        strata = check_positive_int(strata, "strata")
+        if method != "d2":
+            hint = " (CCS stratifies by n_bins=)" if method == "ccs" else ""
+            raise InvalidParameterError(f"strata= applies to method 'd2', not '{method}'; leave it at None{hint}.")
     if partitions is not None:
         partitions = check_positive_int(partitions, "partitions")
         if method != "d2":
             raise InvalidParameterError(f"partitions= applies to method 'd2', not '{method}'; leave it at None.")
-        if by is not None or hard_cutoff > 0:
+        if by is not None or hard_cutoff > 0 or strata is not None:
             raise InvalidParameterError(
-                "partitions= cannot be combined with by= or hard_cutoff= (each partition is a budget of its own); "
-                "use one or the other."
+                "partitions= cannot be combined with by=, hard_cutoff= or strata= (each partition is a budget of "
+                "its own); use one or the other."
             )
         if partition_neighbours not in ("local", "halo", "global"):
             raise InvalidParameterError(
@@ -158,7 +164,7 @@ def run_selection(
             return {"d2_rank": result.ranks, "d2_score": result.forward_scores}, record
         result = d2_order(
             scores, X, k=k, gamma_forward=float(gamma_forward), gamma_reverse=float(gamma_reverse), graph=graph,
-            squared=squared, labels=labels, hard_cutoff=hard_cutoff,
+            squared=squared, labels=labels, strata=strata, hard_cutoff=hard_cutoff,
             cutoff_scores=None if cutoff is None else -cutoff, budget=budget, index=index, seed=seed,
         )
         return {"d2_rank": result.ranks, "d2_score": result.forward_scores}, record

@@ -471,6 +471,7 @@ class D2Accessor:
         index: str = "auto",
         by: Optional[str] = None,
         label: Optional[str] = None,
+        strata: Optional[int] = None,
         hard_cutoff: float = 0.0,
         cutoff_score: Optional[str] = None,
         higher_is_harder: bool = True,
@@ -517,6 +518,11 @@ class D2Accessor:
             by: class column for class-wise D2: equal budget per class (capped at class size),
                 D2 inside each class; every prefix of the order is that allocation.
             label: class column for ``"moderate"`` (default: ``by`` or ``"label"`` if present).
+            strata: D2 only: stratified D2, as the D2 authors ran it in their experiments: split
+                the rows (inside each class with ``by``) into this many equal-width bins of
+                ``score`` (CCS's strata, after any hard cutoff), give the bins equal budgets as CCS
+                does, and run D2 inside each bin. Every difficulty level keeps its share and D2
+                picks diverse rows within it. ``None`` (default): one graph (per class).
             hard_cutoff: fraction β of rows dropped before selecting (rank -1): the hardest β by
                 ``cutoff_score`` (CCS's cutoff of likely-mislabelled rows, e.g. by -AUM).
             cutoff_score: column ranked for the cutoff (default: ``score``).
@@ -562,7 +568,10 @@ class D2Accessor:
                       label=label, hard_cutoff=hard_cutoff, cutoff_score=cutoff_score,
                       higher_is_harder=higher_is_harder, scale_scores=scale_scores, n_bins=n_bins,
                       budget=budget, seed=seed)
-        if partitions is not None:  # recorded (and fingerprinted) only when used: earlier caches stay valid
+        # Recorded (and fingerprinted) only when used: earlier caches stay valid.
+        if strata is not None:
+            params.update(strata=strata)
+        if partitions is not None:
             params.update(partitions=partitions, partition_neighbours=partition_neighbours)
         columns, record = run_selection(ds, **params, num_proc=num_proc)
         if output_column is not None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hf_d2prune.cli import main
+from hf_d2prune.provenance import read_provenance
 
 
 @pytest.fixture()
@@ -50,6 +51,9 @@ def test_embed_then_select(tmp_path, sms_csv):
     assert main(["select", str(emb), "--method", "kcenter", "--out", str(ranked)]) == 0
     ds = datasets.load_from_disk(str(ranked))
     assert sorted(ds["kcenter_rank"]) == list(range(80))
+    assert main(["select", str(emb), "--strata", "3", "--class-wise", "--out", str(tmp_path / "strata")]) == 0
+    step = read_provenance(datasets.load_from_disk(str(tmp_path / "strata")))[-1]
+    assert step["strata"] == 3 and step["by"] == "label"
 
 
 def test_library_errors_exit_with_status_2(tmp_path, sms_csv, capsys):

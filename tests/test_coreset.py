@@ -11,6 +11,7 @@ import pytest
 
 import hf_d2prune  # noqa: F401
 from hf_d2prune.errors import ColumnNotFoundError, InvalidParameterError, InvalidValuesError
+from hf_d2prune.provenance import read_provenance
 
 REFERENCE = Path(__file__).parent / "data" / "d2_reference"
 METHODS = ["d2", "random", "topk", "easiest", "ccs", "moderate", "kcenter"]
@@ -250,7 +251,6 @@ def test_output_column_after_train_dynamics(blobs):
 def test_partitioned_coreset_through_the_namespace(blobs):
     """One partition with local graphs is plain D2; with well-separated blobs as partitions the
     budgets follow the blob sizes (50/30/20) at every budget; the run is recorded."""
-    from hf_d2prune.provenance import read_provenance
 
     plain = np.asarray(blobs.d2.coreset(score="score", k=5)["d2_rank"])
     one = blobs.d2.coreset(score="score", k=5, partitions=1, partition_neighbours="local")
@@ -269,6 +269,26 @@ def test_partitioned_coreset_through_the_namespace(blobs):
     assert "partitions" not in read_provenance(blobs.d2.coreset(score="score", k=5))[-1]
 
 
+def test_stratified_coreset_through_the_namespace(blobs):
+    """Strata of the scaled score with CCS budgets, D2 inside each, per class with ``by``."""
+    from hf_d2prune.selection._budget import equal_allocation, score_strata
+    from hf_d2prune.selection.d2 import d2_order
+
+    out = blobs.d2.coreset(score="score", k=5, strata=4, by="label", hard_cutoff=0.1)
+    score = np.asarray(blobs["score"], dtype=np.float64)
+    scaled = (score - score.min()) / (score.max() - score.min())
+    direct = d2_order(scaled, np.asarray(blobs["embedding"]), k=5, strata=4, labels=np.asarray(blobs["label"]),
+                      hard_cutoff=0.1, cutoff_scores=-score)
+    np.testing.assert_array_equal(np.asarray(out["d2_rank"]), direct.ranks)
+    rows = np.flatnonzero((np.asarray(blobs["label"]) == 0) & (direct.ranks >= 0))
+    level = score_strata(scaled[rows], 4)
+    kept = np.isin(rows, direct.order[:40])  # class 0 holds 14 of the first 40 picks
+    assert kept.sum() == 14
+    np.testing.assert_array_equal(np.bincount(level[kept], minlength=4), equal_allocation(np.bincount(level), 14))
+    assert read_provenance(out)[-1]["strata"] == 4
+    assert "strata" not in read_provenance(blobs.d2.coreset(score="score", k=5))[-1]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(partitions=0), "partitions must be >= 1"),
     (dict(partitions=101), "exceeds the 100 rows"),
@@ -277,6 +297,9 @@ def test_partitioned_coreset_through_the_namespace(blobs):
     (dict(partitions=2, hard_cutoff=0.1), "cannot be combined"),
     (dict(partitions=2, partition_neighbours="ring"), "partition_neighbours"),
     (dict(partitions=2, num_proc=0), "num_proc"),
+    (dict(partitions=2, strata=3), "cannot be combined"),
+    (dict(strata=0), "strata must be >= 1"),
+    (dict(strata=3, method="ccs"), "n_bins="),
 ])
 def test_partitioned_coreset_refuses_bad_parameters(blobs, kwargs, message):
     params = dict(score="score", k=5, **kwargs)
