@@ -9,17 +9,19 @@ and the hard cutoffs are chosen on a validation split carved from the training r
 variants also run on extrapolated scores: a score model trained on 10% of the pool, the other rows
 filled by ``ds.d2.extrapolate`` (kNN), with the hyperparameters chosen for full scores.
 
-    # the configuration reported in RESULTS.md (~50 min on 2 CPU cores; with --quick: its small version)
+    # the configuration reported in RESULTS.md (~65 min on 2 CPU cores; with --quick: its small version)
+    python benchmarks/quality.py --variant-search --stratified --val-seeds 2 --ng-val 3000 --ng-test 7528
+    # the same without stratified D2 (the previous reported configuration, ~50 min)
     python benchmarks/quality.py --variant-search --val-seeds 2 --ng-val 3000 --ng-test 7528
-    python benchmarks/quality.py                  # the previous reported configuration (~40 min)
+    python benchmarks/quality.py                  # the first configuration of this protocol (~40 min)
     python benchmarks/quality.py --quick          # its small version, < 10 min on 2 CPU cores
     python benchmarks/quality.py --protocol epochs  # the earlier configuration (its RESULTS.md sections)
     python benchmarks/quality.py --cutoff-search  # D2 + cutoff tuned on its own graph parameters too (own section)
 
 The reported protocol trains every coreset for as many optimizer steps as the full pool and runs
 the validation search separately at each keep, over 5 seeds; each D2 variant (plain, + hard cutoff,
-class-wise) gets its own score and graph parameters, and each validation trial averages two
-downstream training seeds.
+class-wise, stratified + hard cutoff) gets its own score and graph parameters, and each validation
+trial averages two downstream training seeds.
 """
 
 from __future__ import annotations
@@ -89,12 +91,17 @@ SEEDED = ("random", "ccs", "kcenter")  # the methods whose selection depends on 
 SUBSET = 0.1
 EXTRAPOLATED = [f"{m}_extrap" for m in ("ccs", "d2", "d2_classwise", "d2_cutoff")]
 REPORTED = METHODS + EXTRAPOLATED  # every result key, in report order
+# --stratified adds stratified D2 (D2 inside CCS's score strata, after a hard cutoff: the mode the D2 authors ran
+# their experiments in) to the methods above, with a search of its own.
+STRATIFIED = "d2_strata"
+STRATA = 50  # its score strata: CCS's (the library's n_bins default)
 KEEPS = [0.7, 0.5, 0.3, 0.2, 0.1]
 TUNE_KEEPS = [0.3, 0.1]          # D2 / cutoff hyperparameters: mean validation accuracy at these budgets
 PER_KEEP = False                 # True: a separate search at every keep instead (the D2 paper tunes per pruning rate)
 SEARCHED: dict = {}              # D2 variant -> the parameters a validation search of its own sets (a variant not
                                  # listed inherits plain D2's choices): "cutoff" (β and some of score, k, γ_f, γ_r),
-                                 # "classwise" (score, k, γ_f, γ_r)
+                                 # "classwise" (score, k, γ_f, γ_r), "strata" (score, k, γ_f, γ_r, β; from
+                                 # D2 + cutoff's choice)
 VAL_SEEDS = 1                    # downstream training seeds (and seeds of the SEEDED selections) a validation trial averages
 GRID = {"score": ["aum", "forgetting", "aum_raw"], "k": [5, 10, 20], "gamma_forward": [0.1, 1.0, 4.0],
         "gamma_reverse": [0.1, 1.0, 4.0], "beta": [0.05, 0.1, 0.2], "ccs_beta": [0.0, 0.1, 0.2]}
@@ -360,6 +367,7 @@ def rank(ds, method: str, hp: dict, seed: int):
         "d2": d2(),
         "d2_classwise": dict(d2("classwise"), by="label"),
         "d2_cutoff": dict(d2("cutoff"), hard_cutoff=hp.get("beta", 0.0)),
+        "d2_strata": dict(d2("strata"), hard_cutoff=hp.get("strata_beta", hp.get("beta", 0.0)), strata=STRATA),
     }[method]
     return ds.d2.coreset(**kwargs)
 
@@ -428,6 +436,10 @@ def tune(task: dict, cfg: dict, ds, timings: dict, log, keeps: list) -> tuple[di
         if "cutoff" in SEARCHED:  # the cutoff changes which rows compete, so its parameters are searched again
             cut = search("d2_cutoff", {key: best[key] for key in ("score", *GRAPH, "beta")}, SEARCHED["cutoff"], grid)
             best.update({f"cutoff_{key}": cut[key] for key in SEARCHED["cutoff"] if key != "beta"}, beta=cut["beta"])
+        if "strata" in SEARCHED:  # strata change which rows compete as well; start from D2 + cutoff's choice
+            start = {key: best.get(f"cutoff_{key}", best[key]) for key in ("score", *GRAPH)}
+            own = search(STRATIFIED, {**start, "beta": best["beta"]}, SEARCHED["strata"], grid)
+            best.update({f"strata_{key}": own[key] for key in SEARCHED["strata"]})
         if "classwise" in SEARCHED:  # per-class budgets change which rows compete too
             own = search("d2_classwise", {key: best[key] for key in ("score", *GRAPH)}, SEARCHED["classwise"], grid)
             best.update({f"classwise_{key}": own[key] for key in SEARCHED["classwise"]})
@@ -502,8 +514,8 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
 
 LABELS = {"random": "random", "topk": "top-k hardest", "easiest": "top-k easiest", "ccs": "CCS",
           "moderate": "Moderate", "kcenter": "k-center", "d2": "D2 (symmetric)",
-          "d2_classwise": "D2 class-wise", "d2_cutoff": "D2 + hard cutoff"}
-LABELS.update({m: f"{LABELS[base_method(m)]}, {SUBSET:.0%} + kNN scores" for m in EXTRAPOLATED})
+          "d2_classwise": "D2 class-wise", "d2_cutoff": "D2 + hard cutoff", STRATIFIED: "D2 stratified + cutoff"}
+LABELS.update({f"{m}_extrap": f"{LABELS[m]}, {SUBSET:.0%} + kNN scores" for m in list(LABELS)})
 TITLES = {"fashion_mnist": "Fashion-MNIST", "20newsgroups": "20 Newsgroups"}
 # Command-line overrides of one dataset's configuration: flag dest -> (dataset, configuration key, file-name part,
 # words for the section title). The Fashion-MNIST ones come before --tune-keeps in a command, the 20 Newsgroups
@@ -617,8 +629,10 @@ def chosen(hp: dict) -> str:
     cutoff = f" ({own_score}{graph('cutoff_')})" if "cutoff_k" in hp else ""
     classwise = (f", class-wise D2: score = {hp['classwise_score']}, {graph('classwise_')}"
                  if "classwise_k" in hp else "")
+    strata = (f", stratified D2: score = {hp['strata_score']}, {graph('strata_')}, β = {hp['strata_beta']}"
+              if "strata_k" in hp else "")
     return (f"**score = {hp['score']}, {graph('')}, D2 cutoff β = {hp['beta']}{cutoff}, "
-            f"CCS β = {hp['ccs_beta']}{classwise}**")
+            f"CCS β = {hp['ccs_beta']}{classwise}{strata}**")
 
 
 def reading(result: dict) -> str:
@@ -639,14 +653,16 @@ def reading(result: dict) -> str:
     return "\n".join(out)
 
 
-VARIANT_NAMES = {"cutoff": "D2 + cutoff", "classwise": "class-wise D2"}
+VARIANT_NAMES = {"cutoff": "D2 + cutoff", "classwise": "class-wise D2", "strata": f"stratified D2 ({STRATA} strata)"}
+STARTS = {"strata": "D2 + cutoff"}  # where a variant's own search starts (default: plain D2's choice)
 SYMBOLS = {"score": "score", "k": "k", "gamma_forward": "γ_f", "gamma_reverse": "γ_r", "beta": "β"}
 
 
 def searched_words(searched: dict) -> str:
     """"; then D2 + cutoff's own k, γ_f, γ_r and β …" for the variants searched on their own."""
     return "".join(f"; then {VARIANT_NAMES[v]}'s own " + ", ".join(SYMBOLS[k] for k in keys[:-1])
-                   + f" and {SYMBOLS[keys[-1]]}, from plain D2's choice" for v, keys in searched.items())
+                   + f" and {SYMBOLS[keys[-1]]}, from {STARTS.get(v, 'plain D2')}'s choice"
+                   for v, keys in searched.items())
 
 
 def section(results: list, args, wall: float, command: str, suffix: str) -> str:
@@ -755,6 +771,10 @@ def main() -> None:
                         help="D2 + cutoff's own score, k, γ_f, γ_r and β and class-wise D2's own score, k, γ_f, γ_r "
                              "searched on validation after plain D2's; the cutoffs of D2 and CCS are also tried at "
                              "β = 0.3 (own JSON, plots and section)")
+    parser.add_argument("--stratified", action="store_true",
+                        help=f"also rank with stratified D2 (ds.d2.coreset(strata={STRATA}, hard_cutoff=β)), its "
+                             "score, k, γ_f, γ_r and β searched on validation from D2 + cutoff's (own JSON, plots and "
+                             "section)")
     parser.add_argument("--val-seeds", type=int, default=1,
                         help="downstream training seeds each validation trial averages (default 1; own JSON, plots "
                              "and section)")
@@ -816,6 +836,12 @@ def main() -> None:
     elif args.cutoff_search:
         SEARCHED["cutoff"] = (*GRAPH, "beta")
         parts.append((" --cutoff-search", "_cutoffsearch", ", D2 + cutoff searched on its own"))
+    if args.stratified:
+        METHODS.append(STRATIFIED)
+        EXTRAPOLATED.append(f"{STRATIFIED}_extrap")
+        REPORTED[:] = METHODS + EXTRAPOLATED
+        SEARCHED["strata"] = ("score", *GRAPH, "beta")
+        parts.append((" --stratified", "_stratified", ", stratified D2"))
     if args.val_seeds > 1:
         VAL_SEEDS = args.val_seeds
         parts.append((f" --val-seeds {VAL_SEEDS}", f"_valseeds{VAL_SEEDS}", f", validation over {VAL_SEEDS} seeds"))
