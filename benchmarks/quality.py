@@ -17,11 +17,13 @@ filled by ``ds.d2.extrapolate`` (kNN), with the hyperparameters chosen for full 
     python benchmarks/quality.py --quick          # its small version, < 10 min on 2 CPU cores
     python benchmarks/quality.py --protocol epochs  # the earlier configuration (its RESULTS.md sections)
     python benchmarks/quality.py --cutoff-search  # D2 + cutoff tuned on its own graph parameters too (own section)
+    # any of these with --render: rebuild its RESULTS.md section and plots from its saved JSON, training nothing
 
 The reported protocol trains every coreset for as many optimizer steps as the full pool and runs
 the validation search separately at each keep, over 5 seeds; each D2 variant (plain, + hard cutoff,
 class-wise, stratified + hard cutoff) gets its own score and graph parameters, and each validation
-trial averages two downstream training seeds.
+trial averages two downstream training seeds. The row "D2, variant chosen on validation" treats the
+variant as one more hyperparameter: at each keep, the variant with the best validation trial.
 """
 
 from __future__ import annotations
@@ -90,7 +92,11 @@ SEEDED = ("random", "ccs", "kcenter")  # the methods whose selection depends on 
 # pool only and ``ds.d2.extrapolate`` (kNN) fills every other row; hyperparameters as chosen for full scores.
 SUBSET = 0.1
 EXTRAPOLATED = [f"{m}_extrap" for m in ("ccs", "d2", "d2_classwise", "d2_cutoff")]
-REPORTED = METHODS + EXTRAPOLATED  # every result key, in report order
+RANKED = METHODS + EXTRAPOLATED    # every ranking a run trains on
+# D2 as one tuned method: at each keep, the D2 variant whose best validation trial scored highest (the variant is
+# one more hyperparameter chosen on validation); its test accuracies are that variant's. Derived from a result.
+VALIDATED = "d2_val"
+REPORTED = METHODS + [VALIDATED] + EXTRAPOLATED  # every result key, in report order
 # --stratified adds stratified D2 (D2 inside CCS's score strata, after a hard cutoff: the mode the D2 authors ran
 # their experiments in) to the methods above, with a search of its own.
 STRATIFIED = "d2_strata"
@@ -476,7 +482,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
         hp_by_keep.update({str(keep): hp for keep in (keeps if per_keep else KEEPS)})
         log(f"  chosen {hp}" + (f" at keep {keeps[0]}" if per_keep else "") + f" ({timings['tuning']:.0f} s)")
 
-    acc = {m: {str(k): [] for k in KEEPS} for m in REPORTED}
+    acc = {m: {str(k): [] for k in KEEPS} for m in RANKED}
     full = []
     timings.update(selection=0.0, downstream=0.0)  # reported in this order, before the subset stages
     picture = None
@@ -485,7 +491,7 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
         extrapolated = score_pool(task, cfg, seed, timings, subset=SUBSET)
         with timed(timings, "downstream"):
             full.append(train_on(task, cfg, np.arange(len(task["X"])), seed))
-        for method in REPORTED:
+        for method in RANKED:
             data = extrapolated if method in EXTRAPOLATED else ds
             ranked_by_hp: dict = {}  # one ranking per distinct hyperparameter set
             for keep in KEEPS:
@@ -502,20 +508,38 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
                                           "score": np.asarray(ds[score_column(hp["score"])]), "kept": {}}
                     picture["kept"][method] = rows
         log(f"  seed {seed}: full {full[-1]:.4f}; " + ", ".join(
-            f"{m} {acc[m]['0.1'][-1]:.3f}" for m in REPORTED) + " (keep 0.1)")
-    return {"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
+            f"{m} {acc[m]['0.1'][-1]:.3f}" for m in RANKED) + " (keep 0.1)")
+    return with_validated_variant({"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
             "test_rows": len(task["X_test"]), "hp": hp_by_keep if per_keep else hp, "tuned_per_keep": per_keep,
             "trials": trials, "acc": acc, "full": full,
             "val_seeds": VAL_SEEDS, "searched": {v: list(keys) for v, keys in SEARCHED.items()}, "grid": grid_for(cfg),
-            "timings": timings, "picture": picture}
+            "timings": timings, "picture": picture})
+
+
+def with_validated_variant(result: dict) -> dict:
+    """Add the ``VALIDATED`` row to ``result``: at each keep, the D2 variant (of those the run ranked with) whose
+    best validation trial at that keep is highest, and its test accuracies. Ties: the earlier variant in
+    ``METHODS``."""
+    variants = [m for m in METHODS if m.startswith("d2") and m in result["acc"]]
+    result["validated_variant"], result["acc"][VALIDATED] = {}, {}
+    for keep in map(str, KEEPS):
+        # a search per keep scores each trial at that keep; one search for all keeps, at the mean of TUNE_KEEPS
+        column = f"val_acc@{float(keep)}" if result.get("tuned_per_keep") else "val_acc_mean"
+        best = {m: max((tr[column] for tr in result["trials"] if tr["method"] == m and column in tr), default=-1.0)
+                for m in variants}
+        chosen_variant = max(variants, key=lambda m: best[m])  # max keeps the first of equal values
+        result["validated_variant"][keep] = chosen_variant
+        result["acc"][VALIDATED][keep] = result["acc"][chosen_variant][keep]
+    return result
 
 
 # ----------------------------------------------------------------------------- reporting
 
 LABELS = {"random": "random", "topk": "top-k hardest", "easiest": "top-k easiest", "ccs": "CCS",
           "moderate": "Moderate", "kcenter": "k-center", "d2": "D2 (symmetric)",
-          "d2_classwise": "D2 class-wise", "d2_cutoff": "D2 + hard cutoff", STRATIFIED: "D2 stratified + cutoff"}
-LABELS.update({f"{m}_extrap": f"{LABELS[m]}, {SUBSET:.0%} + kNN scores" for m in list(LABELS)})
+          "d2_classwise": "D2 class-wise", "d2_cutoff": "D2 + hard cutoff", STRATIFIED: "D2 stratified + cutoff",
+          VALIDATED: "D2, variant chosen on validation"}
+LABELS.update({f"{m}_extrap": f"{LABELS[m]}, {SUBSET:.0%} + kNN scores" for m in list(LABELS) if m != VALIDATED})
 TITLES = {"fashion_mnist": "Fashion-MNIST", "20newsgroups": "20 Newsgroups"}
 # Command-line overrides of one dataset's configuration: flag dest -> (dataset, configuration key, file-name part,
 # words for the section title). The Fashion-MNIST ones come before --tune-keeps in a command, the 20 Newsgroups
@@ -539,6 +563,7 @@ def plot_accuracy(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     keeps = np.array(KEEPS)
     colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))  # a method on extrapolated scores: its colour, dotted
+    colors[VALIDATED] = "black"
     for method in REPORTED:
         values = np.array([result["acc"][method][str(k)] for k in KEEPS]) * 100
         style = ":" if method in EXTRAPOLATED else "-" if method.startswith("d2") else "--"
@@ -714,6 +739,10 @@ def section(results: list, args, wall: float, command: str, suffix: str) -> str:
                   f"Downstream training: {cfg['epochs']} epochs over the coreset but at least {cfg['min_steps']} steps "
                   f"(the same rule for every method, so small coresets are not just under-trained)."), "",
                  table(result), "",
+                 f"{LABELS[VALIDATED]}: the D2 variant with the best validation trial "
+                 + ("at each keep: " if result.get("tuned_per_keep") else "(mean over the tuned keeps): ")
+                 + ", ".join(f"{int(float(k) * 100)}%: {LABELS[m]}" for k, m in result["validated_variant"].items())
+                 + ".", "",
                  f"![accuracy vs keep](quality_plots/{name}{suffix}_accuracy.png)", "",
                  ("Chosen on validation separately at each keep (seed 0's scores, val accuracy at that keep"
                   if result.get("tuned_per_keep") else
@@ -783,6 +812,9 @@ def main() -> None:
     parser.add_argument("--ng-test", type=int, default=None,
                         help="20 Newsgroups test posts instead of the configuration's (7528: the whole test split)")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md (JSON and plots are still written)")
+    parser.add_argument("--render", action="store_true",
+                        help="train nothing: rebuild the RESULTS.md section and accuracy plots of these flags from their "
+                             "saved JSON (after a change to the report; the kept-rows picture is not redrawn)")
     args = parser.parse_args()
     if args.val_seeds < 1:
         parser.error(f"--val-seeds must be at least 1; got {args.val_seeds}.")
@@ -839,7 +871,8 @@ def main() -> None:
     if args.stratified:
         METHODS.append(STRATIFIED)
         EXTRAPOLATED.append(f"{STRATIFIED}_extrap")
-        REPORTED[:] = METHODS + EXTRAPOLATED
+        RANKED[:] = METHODS + EXTRAPOLATED
+        REPORTED[:] = METHODS + [VALIDATED] + EXTRAPOLATED
         SEARCHED["strata"] = ("score", *GRAPH, "beta")
         parts.append((" --stratified", "_stratified", ", stratified D2"))
     if args.val_seeds > 1:
@@ -853,21 +886,27 @@ def main() -> None:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True)
 
-    results = []
-    for name in args.datasets:
-        results.append(run_task(name, config[name], config["seeds"], log))
-    wall = time.perf_counter() - start
-
+    saved = HERE / "results" / f"quality{suffix}.json"
     plots = HERE / "quality_plots"
     plots.mkdir(exist_ok=True)
+    if args.render:
+        if not saved.exists():
+            parser.error(f"--render: no saved run for these flags ({saved.relative_to(HERE.parent)}); run without --render.")
+        run = json.loads(saved.read_text())
+        results, wall = [with_validated_variant(r) for r in run["results"]], run["wall_s"]
+        picture_of = next((r for r in results if r["name"] == "fashion_mnist"), results[0])
+    else:
+        results = []
+        for name in args.datasets:
+            results.append(run_task(name, config[name], config["seeds"], log))
+        wall = time.perf_counter() - start
+        picture_of = next((r for r in results if r["name"] == "fashion_mnist"), results[0])
+        plot_picture(picture_of, plots / f"{picture_of['name']}{suffix}_kept_pca_hist.png")
+        saved.parent.mkdir(exist_ok=True)
+        raw = [{k: v for k, v in r.items() if k != "picture"} for r in results]
+        saved.write_text(json.dumps({"wall_s": wall, "results": raw}, indent=1))
     for result in results:
         plot_accuracy(result, plots / f"{result['name']}{suffix}_accuracy.png")
-    picture_of = next((r for r in results if r["name"] == "fashion_mnist"), results[0])
-    plot_picture(picture_of, plots / f"{picture_of['name']}{suffix}_kept_pca_hist.png")
-
-    (HERE / "results").mkdir(exist_ok=True)
-    raw = [{k: v for k, v in r.items() if k != "picture"} for r in results]
-    (HERE / "results" / f"quality{suffix}.json").write_text(json.dumps({"wall_s": wall, "results": raw}, indent=1))
     body = section(results, args, wall, command, suffix)
     body += (f"\n### Diversity and difficulty: what is kept\n\n![kept vs dropped](quality_plots/"
              f"{picture_of['name']}{suffix}_kept_pca_hist.png)\n")
