@@ -15,6 +15,9 @@ in Data Pruning", ICLR 2024. Semantics follow the authors' published code
    then ``s'_j -= exp(-γ_r·d_ij)·s'_pick`` for its neighbours (symmetric: every adjacent row;
    directed: the pick's out-neighbours, as the reference's large-scale path does).
 
+``labels`` runs D2 inside each class with equal budgets; ``strata`` inside equal-width score strata with
+CCS's equal budgets (the authors' experiments run D2 so, after CCS's hard cutoff).
+
 ``squared=True`` uses ``d²`` in both kernels (the paper's RBF kernel). Kernel weights and
 messages are float32 and running scores float64, as in the reference; the reverse step is an
 exact heap greedy (:mod:`._greedy`), O(n·k·log n).
@@ -56,8 +59,8 @@ class D2Result(Selection):
             ``budget`` are absent.
         ranks: int64 ``(n,)``, 0 = first pick, -1 = never picked.
         forward_scores: float32 ``(n,)`` scores after forward message passing; NaN for hard-cut
-            rows (they are not in any graph). In class-wise mode each row's value comes from
-            its own class's graph.
+            rows (they are not in any graph). In class-wise or stratified mode each row's value
+            comes from its own group's graph (its class's, or its stratum's).
     """
 
     forward_scores: np.ndarray = None  # type: ignore[assignment]
