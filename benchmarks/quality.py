@@ -9,7 +9,7 @@ and the hard cutoffs are chosen on a validation split carved from the training r
 variants also run on extrapolated scores: a score model trained on 10% of the pool, the other rows
 filled by ``ds.d2.extrapolate`` (kNN), with the hyperparameters chosen for full scores.
 
-    # the configuration reported in RESULTS.md (~65 min on 2 CPU cores; with --quick: its small version)
+    # the configuration reported in RESULTS.md (~67 min on 2 CPU cores; with --quick: its small version, 7 min)
     python benchmarks/quality.py --variant-search --stratified --val-seeds 2 --ng-val 3000 --ng-test 7528
     # the same without stratified D2 (the previous reported configuration, ~50 min)
     python benchmarks/quality.py --variant-search --val-seeds 2 --ng-val 3000 --ng-test 7528
@@ -509,11 +509,12 @@ def run_task(name: str, cfg: dict, seeds: int, log) -> dict:
                     picture["kept"][method] = rows
         log(f"  seed {seed}: full {full[-1]:.4f}; " + ", ".join(
             f"{m} {acc[m]['0.1'][-1]:.3f}" for m in RANKED) + " (keep 0.1)")
-    return with_validated_variant({"name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
-            "test_rows": len(task["X_test"]), "hp": hp_by_keep if per_keep else hp, "tuned_per_keep": per_keep,
-            "trials": trials, "acc": acc, "full": full,
-            "val_seeds": VAL_SEEDS, "searched": {v: list(keys) for v, keys in SEARCHED.items()}, "grid": grid_for(cfg),
-            "timings": timings, "picture": picture})
+    return with_validated_variant({
+        "name": name, "config": cfg, "pool_rows": len(task["X"]), "val_rows": len(task["X_val"]),
+        "test_rows": len(task["X_test"]), "hp": hp_by_keep if per_keep else hp, "tuned_per_keep": per_keep,
+        "trials": trials, "acc": acc, "full": full,
+        "val_seeds": VAL_SEEDS, "searched": {v: list(keys) for v, keys in SEARCHED.items()}, "grid": grid_for(cfg),
+        "timings": timings, "picture": picture})
 
 
 def with_validated_variant(result: dict) -> dict:
@@ -894,17 +895,17 @@ def main() -> None:
             parser.error(f"--render: no saved run for these flags ({saved.relative_to(HERE.parent)}); run without --render.")
         run = json.loads(saved.read_text())
         results, wall = [with_validated_variant(r) for r in run["results"]], run["wall_s"]
-        picture_of = next((r for r in results if r["name"] == "fashion_mnist"), results[0])
     else:
         results = []
         for name in args.datasets:
             results.append(run_task(name, config[name], config["seeds"], log))
         wall = time.perf_counter() - start
-        picture_of = next((r for r in results if r["name"] == "fashion_mnist"), results[0])
-        plot_picture(picture_of, plots / f"{picture_of['name']}{suffix}_kept_pca_hist.png")
         saved.parent.mkdir(exist_ok=True)
         raw = [{k: v for k, v in r.items() if k != "picture"} for r in results]
         saved.write_text(json.dumps({"wall_s": wall, "results": raw}, indent=1))
+    picture_of = next((r for r in results if r["name"] == "fashion_mnist"), results[0])
+    if not args.render:
+        plot_picture(picture_of, plots / f"{picture_of['name']}{suffix}_kept_pca_hist.png")
     for result in results:
         plot_accuracy(result, plots / f"{result['name']}{suffix}_accuracy.png")
     body = section(results, args, wall, command, suffix)
