@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hf_d2prune.errors import InvalidParameterError, InvalidValuesError
 from hf_d2prune.graph import knn_graph
 from hf_d2prune.selection import _greedy
-from hf_d2prune.selection._budget import equal_allocation, interleave_by_allocation, score_strata
+from hf_d2prune.selection._budget import equal_allocation, interleave_by_allocation, score_strata, split_rows
 from hf_d2prune.selection.d2 import d2_adjacency, d2_forward, d2_order, d2_reverse_order
 
 DATA = Path(__file__).parent / "data" / "d2_reference"
@@ -288,6 +288,12 @@ def test_score_strata_matches_ccs_bins():
     assert score_strata(values, 4).tolist() == [0, 0, 1, 2, 3, 3]
     assert score_strata(np.full(3, 2.0), 5).tolist() == [0, 0, 0]
     assert score_strata(np.zeros(0), 5).tolist() == []
+
+
+def test_split_rows_keeps_each_groups_order_and_empty_groups():
+    rows = np.array([7, 3, 9, 1, 4, 8])
+    parts = split_rows(rows, np.array([2, 0, 2, 0, 2, 3]), 5)
+    assert [part.tolist() for part in parts] == [[3, 1], [], [7, 9, 4], [8], []]
 
 
 # ---------------------------------------------------------------- options and edge cases

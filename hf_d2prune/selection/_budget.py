@@ -31,6 +31,7 @@ __all__ = [
     "proportional_allocation",
     "interleave_proportional",
     "score_strata",
+    "split_rows",
 ]
 
 
@@ -95,6 +96,20 @@ def score_strata(values: np.ndarray, n_strata: int) -> np.ndarray:
     if not high > low:
         return np.zeros(len(values), dtype=np.int64)
     return np.minimum(((values - low) / (high - low) * n_strata).astype(np.int64), n_strata - 1)
+
+
+def split_rows(rows: np.ndarray, groups: np.ndarray, n_groups: int) -> list:
+    """``rows`` split by ``groups`` (ids in ``[0, n_groups)``), each part in its order in ``rows``.
+
+    One stable sort, O(m log m), instead of one pass over ``rows`` per group.
+
+    Example:
+        >>> [part.tolist() for part in split_rows(np.array([10, 11, 12, 13]), np.array([1, 0, 1, 1]), 3)]
+        [[11], [10, 12, 13], []]
+    """
+    rows = np.asarray(rows)
+    by_group = rows[np.argsort(groups, kind="stable")]
+    return np.split(by_group, np.cumsum(np.bincount(groups, minlength=n_groups))[:-1])
 
 
 def interleave_by_allocation(per_group_orders: Sequence[np.ndarray], group_sizes: Sequence[int]) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import check_finite, check_positive_int
-from ._budget import interleave_by_allocation, score_strata
+from ._budget import interleave_by_allocation, score_strata, split_rows
 from ._cutoff import hard_cutoff_rows
 from ._result import Selection
 
@@ -64,8 +64,7 @@ def ccs_order(scores, *, cutoff_scores=None, hard_cutoff: float = 0.1, n_bins: i
     1. Hard cutoff: drop ``int(hard_cutoff·n)`` rows — the lowest ``cutoff_scores`` (e.g. AUM,
        low = likely mislabelled), or without them the highest ``scores`` (the hardest); rank -1.
     2. Split the remaining rows into ``n_bins`` equal-width bins of ``scores`` between their min
-       and max, the max falling in the last bin (the authors stretch the top edge by 1.0001 for
-       the same purpose, which moves edges by 0.01%; we close the last bin instead).
+       and max (:func:`._budget.score_strata`).
     3. Budget: bins visited from the smallest up, each ``min(size, remaining // bins_left)``;
        rows drawn uniformly at random inside each bin.
 
@@ -93,9 +92,8 @@ def ccs_order(scores, *, cutoff_scores=None, hard_cutoff: float = 0.1, n_bins: i
     alive = np.ones(n, dtype=bool)
     alive[hard_cutoff_rows(n, hard_cutoff, cutoff_scores, scores=s)] = False
     rows = np.flatnonzero(alive)
-    bins = score_strata(s[rows], n_bins)
     rng = np.random.default_rng(seed)
-    per_bin = [rows[bins == b] for b in range(n_bins)]
+    per_bin = split_rows(rows, score_strata(s[rows], n_bins), n_bins)
     per_bin = [members[rng.permutation(len(members))] for members in per_bin]
     order = interleave_by_allocation(per_bin, [len(m) for m in per_bin])
     return Selection.from_order(order, n)

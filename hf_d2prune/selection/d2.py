@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import check_finite, check_positive_int
-from ._budget import equal_allocation, interleave_by_allocation, score_strata
+from ._budget import equal_allocation, interleave_by_allocation, score_strata, split_rows
 from ._csr import csr_adjacency as _csr
 from ._cutoff import hard_cutoff_rows
 from ._greedy import reverse_greedy
@@ -339,6 +339,8 @@ def d2_order(
     _check_graph_kind(graph)
     gamma_forward = _check_gamma(gamma_forward, "gamma_forward")
     gamma_reverse = _check_gamma(gamma_reverse, "gamma_reverse")
+    if strata is not None:
+        strata = check_positive_int(strata, "strata")
     if neighbors is None:
         k = check_positive_int(k, "k")
         if embeddings is None:
@@ -357,8 +359,6 @@ def d2_order(
             )
         neighbors = _check_neighbours(neighbors[0], neighbors[1], n)
 
-    if strata is not None:
-        strata = check_positive_int(strata, "strata")
     cut = hard_cutoff_rows(n, hard_cutoff, cutoff_scores, scores=s)
     alive = np.ones(n, dtype=bool)
     alive[cut] = False
@@ -376,8 +376,7 @@ def d2_order(
         """D2 inside ``group``: on one graph, or on one graph per score stratum with equal budgets."""
         if strata is None:
             return d2_in(group, quota, neighbors)
-        level = score_strata(s[group], strata)
-        return _equal_groups([group[level == b] for b in range(strata)], quota, d2_in)
+        return _equal_groups(split_rows(group, score_strata(s[group], strata), strata), quota, d2_in)
 
     if labels is None:
         order = stratified(rows, budget)
@@ -386,6 +385,6 @@ def d2_order(
         if labels.shape != (n,):
             raise InvalidValuesError(f"labels must have shape ({n},), got {labels.shape}.")
         classes, inverse = np.unique(labels[rows], return_inverse=True)
-        order = _equal_groups([rows[inverse == c] for c in range(len(classes))], budget, stratified)
+        order = _equal_groups(split_rows(rows, inverse, len(classes)), budget, stratified)
     order = np.asarray(order, dtype=np.int64)
     return D2Result(order=order, ranks=ranks_from_order(order, n), forward_scores=forward.astype(np.float32))
