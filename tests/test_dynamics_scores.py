@@ -95,11 +95,13 @@ def synthetic_history(n_rows=60, num_classes=5, epochs=14, seed=0, skip=0.1, fea
     return batches, labels
 
 
-def history_of(batches, n_rows):
+def history_of(batches, n_rows, per_row_epoch=False):
+    """Each row's presentations; with ``per_row_epoch`` a batch's epoch is an array, one per row."""
     history = {row: [] for row in range(n_rows)}
     for ids, logits, labels, epoch, feats in batches:
         for i, row in enumerate(ids):
-            history[int(row)].append((epoch, logits[i], int(labels[i]), None if feats is None else feats[i]))
+            history[int(row)].append((int(epoch[i]) if per_row_epoch else epoch, logits[i], int(labels[i]),
+                                      None if feats is None else feats[i]))
     return history
 
 
@@ -127,6 +129,75 @@ def test_every_score_matches_reference_on_synthetic_history(options, flush_rows,
         assert got[name].dtype == np.float32 and got[name].shape == (n_rows,)
         np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), err_msg=name)
         np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, equal_nan=True, err_msg=name)
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_one_fold_of_a_chunk_spanning_every_epoch_matches_reference(as_torch):
+    """fold() with one epoch per row: 14 epochs in one chunk, rows repeated across them, margins and
+    probabilities derived once for the chunk and folded epoch by epoch; float32 tensors fold in float32."""
+    n_rows, num_classes = 60, 5
+    batches, _ = synthetic_history(n_rows, num_classes)
+    options = {"du_window": 3, "tdds_window": 4, "el2n_epochs": [0, 5], "grand_epochs": 3}
+    ids = np.concatenate([b[0] for b in batches])
+    logits = np.concatenate([b[1] for b in batches])
+    if as_torch:
+        logits = logits.astype(np.float32).astype(np.float64)  # what the recorder sees
+    labels = np.concatenate([b[2] for b in batches])
+    epochs = np.concatenate([np.full(len(b[0]), b[3]) for b in batches])
+    feats = np.concatenate([b[4] for b in batches])
+    rec = DynamicsRecorder(n_rows, num_classes, ALL, **options)
+    rec.fold(ids, torch.as_tensor(logits, dtype=torch.float32) if as_torch else logits, labels, epochs, feats)
+    got = rec.results()
+    want = reference_scores(history_of([(ids, logits, labels, epochs, feats)], n_rows, per_row_epoch=True),
+                            n_rows, **options)
+    for name in ALL:
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), err_msg=name)
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-5, atol=2e-6, equal_nan=True, err_msg=name)
+    with pytest.raises(InvalidValuesError, match="non-decreasing"):
+        rec.fold([0, 1], np.zeros((2, num_classes)), [0, 0], [20, 19], np.zeros((2, 4)))
+    with pytest.raises(InvalidValuesError, match="one epoch per row"):
+        rec.fold([0, 1], np.zeros((2, num_classes)), [0, 0], [20, 21, 22], np.zeros((2, 4)))
+
+
+def test_final_prediction_scores_of_float32_logits_keep_float64_precision():
+    """Entropy and loss of a confident row are ~1e-12: float32 arithmetic cannot resolve 1 + 1e-12,
+    so they are computed in float64 from the float32 logits (everything else folds in float32)."""
+    logits = torch.tensor([[30.0, 0.0, 1.0], [0.0, 28.0, 0.0], [0.2, 0.1, 0.0]], dtype=torch.float32)
+    labels = np.array([0, 1, 2])
+    rec = DynamicsRecorder(3, 3, ["entropy", "loss", "el2n", "aum"])
+    rec.update([0, 1, 2], logits, labels, 0)
+    got = rec.results()
+    for i, z in enumerate(logits.double().numpy()):
+        p = softmax(z)
+        np.testing.assert_allclose(got["entropy"][i], -(p * np.log(p)).sum(), rtol=1e-5)
+        np.testing.assert_allclose(got["loss"][i], np.log(np.exp(z - z.max()).sum()) - (z[labels[i]] - z.max()), rtol=1e-5)
+    assert 0 < got["entropy"][0] < 1e-10 and 0 < got["loss"][0] < 1e-11
+
+
+def test_final_epoch_declared_skips_earlier_final_predictions_with_the_same_scores():
+    """set_final_epoch(): the final-prediction scores skip the folds of earlier epochs; every score is unchanged."""
+    n_rows, num_classes = 40, 4
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, num_classes, n_rows)
+    scores = ["entropy", "least_confidence", "margin", "loss", "aum", "forgetting"]
+    plain, declared = DynamicsRecorder(n_rows, num_classes, scores), DynamicsRecorder(n_rows, num_classes, scores)
+    declared.check_epoch_rows(np.arange(n_rows), labels)
+    declared.set_final_epoch(3)
+    for epoch in range(4):
+        order = rng.permutation(n_rows)
+        logits = rng.normal(size=(n_rows, num_classes)) * (epoch + 1)
+        plain.fold(order, logits, labels[order], epoch)
+        with declared.prevalidated():
+            declared.fold(order, logits, labels[order], epoch)
+    ours, theirs = declared.results(), plain.results()
+    for name in scores:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+
+
+def test_default_buffer_holds_4_mib_of_logits_and_at_least_8192_rows():
+    assert DynamicsRecorder(10, 10).flush_rows == (4 << 20) // 40
+    assert DynamicsRecorder(10, 1000).flush_rows == 8192
+    assert DynamicsRecorder(10, 10, flush_rows=5).flush_rows == 5
 
 
 def test_rows_never_seen_are_nan_and_windowed_scores_need_enough_presentations():

@@ -25,6 +25,7 @@ from ..errors import InvalidParameterError
 
 __all__ = [
     "Batch",
+    "BatchPart",
     "ScoreFamily",
     "Forgetting",
     "AreaUnderMargin",
@@ -43,8 +44,13 @@ _TDDS_EPS = 1e-8  # inside the log, as in the TDDS authors' code
 class Batch:
     """One batch of dynamics: row ids, logits, labels, epoch and (optionally) penultimate features.
 
-    Derived quantities (probabilities, margins, ...) are computed once, in float64, and shared
-    by every accumulator fed this batch. They are computed in a class-major ``(C, B)`` layout
+    Derived quantities (probabilities, margins, ...) are computed once and shared by every
+    accumulator fed this batch, in the precision of the logits: float32 logits (what models
+    return) give float32 margins, probabilities and EL2N — half the memory traffic of float64,
+    which is most of the cost of folding a chunk, and exact to float32's rounding, as the logits
+    themselves are; the per-row sums over epochs are float64. The final prediction's scores
+    (entropy, loss, ...), which can be far smaller than float32's resolution of 1 + x, are
+    computed in float64. Everything is computed in a class-major ``(C, B)`` layout
     (the ``*_by_class`` attributes): a reduction over the classes of each row is then an
     elementwise operation across B-long rows, which numpy vectorises, where reducing each short
     row of a ``(B, C)`` array costs several times more for the usual C of 2-100. With many
@@ -53,6 +59,9 @@ class Batch:
 
     #: up to this many classes the logits are copied class-major; above it they are viewed transposed.
     CLASS_MAJOR_MAX = 64
+    #: the final prediction's quantities: a part of a chunk derives them from its own rows (the
+    #: training loop needs them for the final epoch only, not for the whole chunk).
+    FINAL = frozenset({"entropy", "loss", "final_probs"})
 
     def __init__(self, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray, epoch: int,
                  features: Optional[np.ndarray] = None):
@@ -63,6 +72,10 @@ class Batch:
         self.features = features
         self._arange = np.arange(len(rows))
 
+    def part(self, start: int, stop: int, epoch: int) -> "BatchPart":
+        """Rows start..stop of this batch as a batch of their own, presented at ``epoch``."""
+        return BatchPart(self, start, stop, epoch)
+
     @cached_property
     def logits_by_class(self) -> np.ndarray:
         """(C, B) logits."""
@@ -70,30 +83,75 @@ class Batch:
         return np.ascontiguousarray(view) if view.shape[0] <= self.CLASS_MAJOR_MAX else view
 
     @cached_property
-    def _softmax_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        # One exp pass serves the probabilities, the entropy and the loss.
-        z = self.logits_by_class
-        shifted = z - z.max(axis=0)
-        exp = np.exp(shifted)
-        return shifted, exp, exp.sum(axis=0)
+    def _margin_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """z_y, max_{c≠y} z_c, and the logits with −inf at the label (scratch for :attr:`_exp_parts`).
+
+        The label entries are read and masked through flat indices into the copy's memory, which
+        costs a fifth of a two-array fancy index.
+        """
+        others = self.logits_by_class.copy(order="K")
+        flat, index = _flat_view(others), self._label_index(others)
+        label_logit = flat.take(index)
+        flat[index] = -np.inf
+        return label_logit, others.max(axis=0), others
+
+    def _label_index(self, values: np.ndarray) -> np.ndarray:
+        """Positions of the (y_i, i) entries in :func:`_flat_view` of a contiguous (C, B) array."""
+        classes, width = values.shape
+        if _is_fortran(values):
+            return self._arange * classes + self.labels
+        return self.labels * width + self._arange
+
+    @cached_property
+    def _exp_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The softmax's pieces, shifted by max_c z_c: (shift, exp(z_c − shift) with 0 at the label,
+        their sum over c≠y, exp(z_y − shift), the total).
+
+        Keeping the label's term apart gives 1 − p_y as the others' sum over the total, free of
+        the cancellation of 1 − p_y when p_y is near 1.
+        """
+        label_logit, top_other, others = self._margin_parts
+        shift = np.maximum(top_other, label_logit)
+        others -= shift  # the scratch copy becomes the others' exponentials, in place
+        np.exp(others, out=others)
+        rest = others.sum(axis=0)
+        label_exp = np.exp(label_logit - shift)
+        return shift, others, rest, label_exp, rest + label_exp
 
     @cached_property
     def probs_by_class(self) -> np.ndarray:
         """(C, B) softmax."""
-        _, exp, total = self._softmax_parts
-        return exp / total
+        _, other_exp, _, _, total = self._exp_parts
+        probs = np.divide(other_exp, total, order="K")
+        _flat_view(probs)[self._label_index(probs)] = self.p_true
+        return probs
+
+    @cached_property
+    def _wide_softmax(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(z − max z, softmax, log Σ exp(z − max z)), class-major, in float64 whatever the logits:
+        a confident row's entropy and loss are ~1e-12, which float32's 1 + x cannot resolve."""
+        z = self.logits_by_class.astype(np.float64)
+        shifted = z - z.max(axis=0)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=0)
+        return shifted, np.divide(exp, total, order="K"), np.log(total)
+
+    @cached_property
+    def final_probs(self) -> np.ndarray:
+        """(C, B) softmax in float64 (for the scores of the final prediction)."""
+        return self._wide_softmax[1]
 
     @cached_property
     def entropy(self) -> np.ndarray:
-        """H(p) = log Σ exp(z − max z) − Σ_c p_c (z_c − max z) (no log-softmax matrix needed)."""
-        shifted, _, total = self._softmax_parts
-        return np.log(total) - (self.probs_by_class * shifted).sum(axis=0)
+        """H(p) = log Σ exp(z − max z) − Σ_c p_c (z_c − max z), in float64."""
+        shifted, probs, log_total = self._wide_softmax
+        return log_total - (probs * shifted).sum(axis=0)
 
     @cached_property
     def loss(self) -> np.ndarray:
-        """−log p_y."""
-        shifted, _, total = self._softmax_parts
-        return np.log(total) - shifted[self.labels, self._arange]
+        """−log p_y = log Σ exp(z − max z) − (z_y − max z), in float64."""
+        shifted, _, log_total = self._wide_softmax
+        return log_total - _flat_view(shifted).take(self._label_index(shifted))
 
     @property
     def probs(self) -> np.ndarray:
@@ -102,7 +160,9 @@ class Batch:
 
     @cached_property
     def p_true(self) -> np.ndarray:
-        return self.probs_by_class[self.labels, self._arange]
+        """p_y."""
+        _, _, _, label_exp, total = self._exp_parts
+        return label_exp / total
 
     @cached_property
     def correct(self) -> np.ndarray:
@@ -117,17 +177,53 @@ class Batch:
     @cached_property
     def logit_margin(self) -> np.ndarray:
         """z_y − max_{c≠y} z_c."""
-        z = self.logits_by_class
-        others = z.copy(order="K")
-        others[self.labels, self._arange] = -np.inf
-        return z[self.labels, self._arange] - others.max(axis=0)
+        label_logit, top_other, _ = self._margin_parts
+        return label_logit - top_other
 
     @cached_property
     def error_norm(self) -> np.ndarray:
-        """‖p − onehot(y)‖₂."""
-        diff = self.probs_by_class.copy(order="K")
-        diff[self.labels, self._arange] -= 1.0
-        return np.sqrt((diff * diff).sum(axis=0))
+        """‖p − onehot(y)‖₂ = sqrt(Σ_{c≠y} p_c² + (1 − p_y)²), with 1 − p_y = Σ_{c≠y} p_c."""
+        _, other_exp, rest, _, total = self._exp_parts
+        squares = np.einsum("cb,cb->b", other_exp, other_exp)
+        return np.sqrt(squares + rest * rest) / total
+
+
+class BatchPart:
+    """Rows start..stop of a :class:`Batch`, presented at their own epoch.
+
+    Reads every quantity of the whole batch and cuts out its rows (columns of the class-major
+    ``*_by_class`` arrays), so a chunk that spans several epochs derives its margins and
+    probabilities once; each family then folds the part of every epoch in turn.
+    """
+
+    def __init__(self, whole: Batch, start: int, stop: int, epoch: int):
+        self.whole, self.start, self.stop, self.epoch = whole, start, stop, epoch
+        self.rows, self.labels = whole.rows[start:stop], whole.labels[start:stop]
+        self.logits = whole.logits[start:stop]
+        self.features = None if whole.features is None else whole.features[start:stop]
+
+    def __getattr__(self, name: str) -> Any:  # a derived quantity, read once
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name in Batch.FINAL:  # for its own rows only: one epoch of the chunk needs it
+            if "_own" not in self.__dict__:
+                self._own = Batch(self.rows, self.logits, self.labels, self.epoch, self.features)
+            value = getattr(self._own, name)
+        else:
+            value = getattr(self.whole, name)
+            value = value[:, self.start:self.stop] if name.endswith("_by_class") else value[self.start:self.stop]
+        setattr(self, name, value)
+        return value
+
+
+def _is_fortran(values: np.ndarray) -> bool:
+    return values.flags.f_contiguous and not values.flags.c_contiguous
+
+
+def _flat_view(values: np.ndarray) -> np.ndarray:
+    """The 1-D view of a contiguous array's memory (C or Fortran order, as it is laid out); only
+    for the contiguous arrays the batch makes itself (of anything else, reshape would copy)."""
+    return values.reshape(-1, order="F" if _is_fortran(values) else "C")
 
 
 def _row_sums(values: np.ndarray) -> np.ndarray:
@@ -159,6 +255,9 @@ class ScoreFamily(abc.ABC):
     SCORES: ClassVar[tuple[str, ...]] = ()
     OPTIONS: ClassVar[dict[str, Any]] = {}
     needs_features: ClassVar[bool] = False
+    #: True when only each row's last presentation counts: the recorder may skip batches of rows it
+    #: knows will be presented again (see ``DynamicsRecorder.set_final_epoch``).
+    final_only: ClassVar[bool] = False
 
     def __init__(self, n_rows: int, num_classes: int, names: Sequence[str], **options: Any):
         self.n_rows = n_rows
@@ -323,7 +422,7 @@ class GraNd(_EpochAverage):
 
     def _value(self, batch):
         if batch.features is None:
-            raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update().")
+            raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update() or fold().")
         h = batch.features.reshape(len(batch.rows), -1)
         squared = (h * h).sum(axis=1) + (1.0 if self.options["grand_bias"] else 0.0)
         return batch.error_norm * np.sqrt(squared)
@@ -342,21 +441,23 @@ class FinalPrediction(ScoreFamily):
     """
 
     SCORES = ("entropy", "least_confidence", "margin", "loss")
+    final_only = True
 
     def __init__(self, n_rows, num_classes, names, **options):
         super().__init__(n_rows, num_classes, names, **options)
         self.last = {name: np.full(n_rows, np.nan, dtype=np.float32) for name in self.names}
 
     def _value(self, name: str, batch: Batch) -> np.ndarray:
-        p = batch.probs_by_class
         if name == "entropy":
             return batch.entropy
+        if name == "loss":
+            return batch.loss
+        p = batch.final_probs  # float64, as the entropy and loss
         if name == "least_confidence":
             return 1.0 - p.max(axis=0)
         if name == "margin":
             top2 = np.partition(p, -2, axis=0)[-2:]  # C >= 2 always
             return 1.0 - (top2[1] - top2[0])
-        return batch.loss
 
     def update(self, batch):
         for name, values in self.last.items():

@@ -18,6 +18,7 @@ KNOWN_SCORES: dict[str, type[ScoreFamily]] = {name: family for family in FAMILIE
 #: option name → default, for every option of every score.
 SCORE_OPTIONS: dict[str, Any] = {key: value for family in FAMILIES for key, value in family.OPTIONS.items()}
 DEFAULT_SCORES: tuple[str, ...] = ("forgetting", "aum", "el2n", "entropy")
+_BUFFER_BYTES = 4 << 20  # default size of the float32 logits staged between folds
 
 
 def check_scores(scores: "str | Iterable[str]", options: Optional[dict] = None) -> tuple[str, ...]:
@@ -53,17 +54,24 @@ def required_epochs(scores: "str | Iterable[str]", options: Optional[dict] = Non
     return max(KNOWN_SCORES[name].min_presentations(options) for name in names)
 
 
-def _numpy(values: Any, dtype: Any) -> np.ndarray:
-    """A numpy copy (never a view of a tensor the training loop may reuse).
+def _numpy(values: Any, floating: bool) -> np.ndarray:
+    """A numpy copy (never a view of a tensor the training loop may reuse): int64, or floats in
+    float32 — float64 when they come as float64 — the precision the fold computes in.
 
-    A 2-D float64 result is laid out class-major — the transposed view of a C-contiguous (C, B)
+    A 2-D float result is laid out class-major — the transposed view of a C-contiguous (C, B)
     array, made in the same copy — which is the layout the fold computes in (see ``Batch``).
     """
     if hasattr(values, "detach"):  # torch tensor: no torch import needed here
         values = values.detach().cpu()
-        values = (values.float() if values.is_floating_point() else values).numpy()  # bf16 has no numpy dtype
-    if dtype is np.float64 and np.ndim(values) == 2:
-        return np.array(np.asarray(values).T, dtype=dtype, order="C").T
+        if values.is_floating_point() and values.element_size() < 4:
+            values = values.float()  # bf16 has no numpy dtype
+        values = values.numpy()
+    values = np.asarray(values)
+    if not floating:
+        return np.array(values, dtype=np.int64)
+    dtype = np.float64 if values.dtype == np.float64 else np.float32
+    if values.ndim == 2:
+        return np.array(values.T, dtype=dtype, order="C").T
     return np.array(values, dtype=dtype)
 
 
@@ -117,8 +125,8 @@ class StagingBuffer:
             self.buffer[start:stop] = values
 
     def take(self, start: int, stop: int) -> np.ndarray:
-        """Rows start..stop as a new numpy array (float64 or int64)."""
-        return _numpy(self.buffer[start:stop], np.float64 if self.floating else np.int64)
+        """Rows start..stop as a new numpy array (float32 or float64 as staged, or int64)."""
+        return _numpy(self.buffer[start:stop], self.floating)
 
 
 class DynamicsRecorder:
@@ -133,8 +141,12 @@ class DynamicsRecorder:
         n_rows: number of rows of the dataset; row ids are 0..n_rows−1.
         num_classes: number of classes C (width of the logits).
         scores: names from :data:`KNOWN_SCORES` (default :data:`DEFAULT_SCORES`).
-        flush_rows: rows buffered before they are folded into the state (amortises the per-call
-            cost of numpy; the buffer holds flush_rows × C float32 logits, on the logits' device).
+        flush_rows: rows buffered before they are folded into the state (a fold has a fixed cost
+            of up to a few hundred microseconds right after a training step, so fewer folds cost
+            less; a buffer holds flush_rows × C float32 logits, on the logits' device, and the
+            training loop keeps two). Default: as many rows as 4 MiB of logits hold, at least
+            8,192 (104,857 rows for 10 classes, 8,192 from 128 classes up). Non-finite logits
+            are reported when their chunk is folded.
         **score_options: per-score options (see :data:`SCORE_OPTIONS`), e.g. ``du_window=10``,
             ``tdds_window=10``, ``tdds_decay=0.9``, ``el2n_epochs=10``, ``grand_epochs=1``.
 
@@ -147,14 +159,17 @@ class DynamicsRecorder:
     """
 
     def __init__(self, n_rows: int, num_classes: int, scores: Sequence[str] = DEFAULT_SCORES, *,
-                 flush_rows: int = 8192, **score_options: Any):
+                 flush_rows: Optional[int] = None, **score_options: Any):
+        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+        if flush_rows is None:
+            flush_rows = max(8192, _BUFFER_BYTES // (4 * self.num_classes))
         self.flush_rows = check_positive_int(flush_rows, "flush_rows")
         self._staging = [StagingBuffer(floating, self.flush_rows) for floating in (False, True, False, True)]
         self._segments: list[list[int]] = []  # [epoch, start, stop, checked] runs of staged rows
         self._prevalidated = False  # True inside prevalidated(): the fold skips the id / label checks
+        self._final_epoch: Optional[int] = None  # see set_final_epoch()
         self._staged = 0
         self.n_rows = check_positive_int(n_rows, "n_rows")
-        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
         self.scores = check_scores(scores, score_options)
         self.score_options = dict(score_options)
         by_family: dict[type, list[str]] = {}
@@ -197,29 +212,13 @@ class DynamicsRecorder:
         time); non-finite logits are always checked.
         """
         _checked = not self._prevalidated
-        rows, logits, labels = _array(row_ids), _array(logits), _array(labels)
-        if rows.ndim != 1:
-            rows = rows.reshape(-1)
-        if labels.ndim != 1:
-            labels = labels.reshape(-1)
-        size = rows.shape[0]
-        if logits.shape != (size, self.num_classes) or labels.shape[0] != size:  # torch.Size == tuple
-            raise InvalidValuesError(
-                f"update() needs row_ids (B,), logits (B, {self.num_classes}) and labels (B,); got "
-                f"{tuple(rows.shape)}, {tuple(logits.shape)}, {tuple(labels.shape)}."
-            )
-        if self.needs_features:
-            if features is None:
-                raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update().")
-            features = _array(features).reshape(size, -1)
+        fields = self._fields(row_ids, logits, labels, features)
+        size = fields[0].shape[0]
         if size == 0:
             return
         epoch = int(epoch)
-        fields = (rows, logits, labels, features)
         if size >= self.flush_rows:  # fills the buffer or more: fold it at once, without staging
-            self.flush()
-            self._fold(epoch, *(None if v is None else _numpy(v, np.float64 if f.floating else np.int64)
-                                for f, v in zip(self._staging, fields)), checked=_checked)
+            self._fold_now([(epoch, 0, size, _checked)], fields)
             return
         layouts = [None if v is None else f.layout_of(v) for f, v in zip(self._staging, fields)]
         if self._staged + size > self.flush_rows or not all(
@@ -237,26 +236,86 @@ class DynamicsRecorder:
         if self._staged >= self.flush_rows:
             self.flush()
 
-    def flush(self) -> None:
-        """Fold the staged batches into the per-row state (one pass per run of equal epochs)."""
-        segments, self._segments, self._staged = self._segments, [], 0
-        rows, logits, labels, features = self._staging
-        for epoch, start, stop, checked in segments:
-            self._fold(epoch, rows.take(start, stop), logits.take(start, stop), labels.take(start, stop),
-                       features.take(start, stop) if self.needs_features else None, checked=checked)
+    def fold(self, row_ids: Any, logits: Any, labels: Any, epoch: Any, features: Any = None) -> None:
+        """Fold one chunk of rows into the state now, without staging it (after what is staged).
 
-    def _fold(self, epoch: int, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray,
-              features: Optional[np.ndarray], *, checked: bool = True) -> None:
+        The same as :meth:`update` for a caller that gathers its batches into chunks itself (the
+        training loop does): the chunk is copied to the CPU once and folded, where :meth:`update`
+        would first copy a chunk smaller than ``flush_rows`` into its own buffer. ``epoch`` is an
+        int, or one per row (non-decreasing) for a chunk that spans several epochs, in which a
+        row may then appear once per epoch.
+        """
+        fields = self._fields(row_ids, logits, labels, features)
+        size = fields[0].shape[0]
+        if not size:
+            return
+        checked = not self._prevalidated
+        if np.ndim(epoch) == 0:
+            self._fold_now([(int(epoch), 0, size, checked)], fields)
+            return
+        epochs = np.asarray(epoch, dtype=np.int64).reshape(-1)
+        if len(epochs) != size or (np.diff(epochs) < 0).any():
+            raise InvalidValuesError(f"fold() needs one epoch per row, non-decreasing; got {len(epochs)} epochs "
+                                     f"for {size} rows.")
+        bounds = np.concatenate([[0], np.flatnonzero(np.diff(epochs)) + 1, [size]])
+        self._fold_now([(int(epochs[a]), int(a), int(b), checked) for a, b in zip(bounds[:-1], bounds[1:])], fields)
+
+    def _fields(self, row_ids: Any, logits: Any, labels: Any, features: Any) -> tuple:
+        """(rows, logits, labels, features) of a batch, shapes checked; tensors stay tensors."""
+        rows, logits, labels = _array(row_ids), _array(logits), _array(labels)
+        if rows.ndim != 1:
+            rows = rows.reshape(-1)
+        if labels.ndim != 1:
+            labels = labels.reshape(-1)
+        size = rows.shape[0]
+        if logits.shape != (size, self.num_classes) or labels.shape[0] != size:  # torch.Size == tuple
+            raise InvalidValuesError(
+                f"a batch needs row_ids (B,), logits (B, {self.num_classes}) and labels (B,); got "
+                f"{tuple(rows.shape)}, {tuple(logits.shape)}, {tuple(labels.shape)}."
+            )
+        if self.needs_features:
+            if features is None:
+                raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update() or fold().")
+            features = _array(features).reshape(size, -1)
+        return rows, logits, labels, features
+
+    def _fold_now(self, segments: list, fields: tuple) -> None:
+        self.flush()
+        self._fold(segments, *(None if v is None else _numpy(v, f.floating) for f, v in zip(self._staging, fields)))
+
+    def flush(self) -> None:
+        """Fold the staged batches into the per-row state."""
+        segments, self._segments, staged, self._staged = self._segments, [], self._staged, 0
+        if segments:
+            rows, logits, labels, features = self._staging
+            self._fold(segments, rows.take(0, staged), logits.take(0, staged), labels.take(0, staged),
+                       features.take(0, staged) if self.needs_features else None)
+
+    def _fold(self, segments: list, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+              features: Optional[np.ndarray]) -> None:
+        """Fold a chunk whose ``segments`` — (epoch, start, stop, checked) runs of its rows, in
+        order — may span several epochs.
+
+        The quantities derived from the logits are computed once for the whole chunk and each
+        segment updates the state with its part of them. A fold has a fixed cost — tens of
+        microseconds, a few hundred right after a training step has pushed numpy's code and data
+        out of the CPU's caches — so a chunk of several small epochs costs about one fold.
+        """
         bad = nonfinite_rows(logits)  # one summing pass; the rows are looked at only when the sum is not finite
         if bad.size:
-            raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[bad])} at epoch {epoch}; "
-                                     f"the training diverged.")
-        if checked:
-            self._check_rows(epoch, rows, labels)
-        self._last_epoch[rows] = epoch
-        batch = Batch(rows, logits, labels, epoch, features)
-        for family in self.families:
-            family.update(batch)
+            where = np.searchsorted([start for _, start, _, _ in segments], bad[0], side="right") - 1
+            raise InvalidValuesError(f"logits are NaN or inf for {describe_rows(rows[bad])} at epoch "
+                                     f"{segments[where][0]}; the training diverged.")
+        whole = Batch(rows, logits, labels, segments[0][0], features)
+        for epoch, start, stop, checked in segments:
+            batch = whole if len(segments) == 1 else whole.part(start, stop, epoch)
+            if checked:
+                self._check_rows(epoch, batch.rows, batch.labels)
+            self._last_epoch[batch.rows] = epoch
+            presented_again = not checked and self._final_epoch is not None and epoch < self._final_epoch
+            for family in self.families:
+                if not (presented_again and family.final_only):
+                    family.update(batch)
 
     def check_epoch_rows(self, rows: Any, labels: Any) -> None:
         """Validate, once, the rows an epoch will present: ids in ``[0, n_rows)`` and each at most
@@ -276,6 +335,15 @@ class DynamicsRecorder:
         if duplicated.any():
             raise InvalidValuesError(f"{describe_rows(np.unique(rows[duplicated]))} listed twice in the rows to "
                                      f"train on; each row is presented once per epoch.")
+
+    def set_final_epoch(self, epoch: int) -> None:
+        """Declare that every row checked by :meth:`check_epoch_rows` is fed (inside
+        :meth:`prevalidated`) in each epoch up to ``epoch``: the scores of a row's final prediction
+        (entropy, least_confidence, margin, loss) then skip the batches of earlier epochs, whose
+        values the final epoch would overwrite. A training loop that runs a fixed number of epochs
+        over the same rows calls it once before training.
+        """
+        self._final_epoch = int(epoch)
 
     @contextlib.contextmanager
     def prevalidated(self):
