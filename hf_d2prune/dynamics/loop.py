@@ -118,69 +118,153 @@ class _EpochPermutation(torch.utils.data.Sampler):
 
 
 class _EpochStage:
-    """One process's logits (and GraNd's feature norms) of consecutive batches, handed to the
+    """One process's logits (and GraNd's feature norms) of consecutive batches, folded into the
     recorder a chunk at a time.
 
     With one process the row ids and labels of every batch follow from the epoch's order, so a
-    step copies only its logits into the recorder's kind of preallocated buffer on their device
-    (one copy, no recorder call) and the recorder is fed once per ``capacity`` rows.
+    step only copies its logits into a preallocated buffer on their device — the *ring*, whose
+    rows every epoch reuses, so they stay in the cache — and no recorder call is made. At the
+    end of an epoch that fitted in the ring, its rows are parked with one copy in a second
+    buffer, the *chunk*, which is folded into the recorder when the next epoch no longer fits
+    and at the end of training: a fold costs a fixed tens of microseconds (a few hundred right
+    after a training step), so a small dataset's epochs are folded several at a time. An epoch
+    larger than the ring is folded ring by ring. Both buffers hold ``flush_rows`` rows.
+
+    The common step — logits alone, a full batch (or the epoch's short last one), of the dtype
+    the ring was made for — is staged by the loop itself with one copy into :attr:`slots`,
+    views of the ring, one per step, the same every epoch. A call per step costs a few
+    microseconds, which show on models whose step takes under a millisecond. Every other step
+    goes through :meth:`add`: the first batch (which makes the ring), the first after a full
+    ring (folded first), a change of dtype, GraNd's norms, a short batch before the last. A
+    batch on another device is staged correctly by the copy itself.
     """
 
-    def __init__(self, recorder: DynamicsRecorder, labels: np.ndarray):
-        self.recorder, self.labels, self.capacity = recorder, labels, recorder.flush_rows
-        self.staging = (StagingBuffer(True, self.capacity), StagingBuffer(True, self.capacity))  # logits, norms
-        self.ids, self.epoch, self.done, self.filled = np.zeros(0, dtype=np.int64), 0, 0, 0
-        # The common step: logits alone, of the dtype, width and device of the previous batch. It is
-        # checked with three attribute reads and staged with one copy (the general path inspects the
-        # layout of every part: a few microseconds a step, which show on models whose step is < 1 ms).
-        self._same: Optional[tuple] = None  # (dtype, width, device) of the last logits staged alone
+    def __init__(self, recorder: DynamicsRecorder, labels: np.ndarray, batch_size: int = 1):
+        self.recorder, self.labels, self.batch_size = recorder, labels, batch_size
+        self.capacity = max(batch_size, recorder.flush_rows // batch_size * batch_size)  # of the ring
+        self.ring = (StagingBuffer(True, self.capacity), StagingBuffer(True, self.capacity))  # logits, norms
+        self.chunk = (StagingBuffer(True, recorder.flush_rows), StagingBuffer(True, recorder.flush_rows))
+        self.parked: list[tuple[int, np.ndarray]] = []  # (epoch, row ids) of the epochs in the chunk, in order
+        self.parked_rows = 0
+        self.ids, self.epoch = np.zeros(0, dtype=np.int64), 0
+        self.filled = 0  # rows in the ring (exact outside the steps staged into slots)
+        self.done = 0  # rows of this epoch already folded
+        self.slots: list[Optional[torch.Tensor]] = []  # step → its view of the ring, or None
+        self.slot_dtype: Optional[torch.dtype] = None  # the logits' dtype the slots take as they are
+        self._aligned = True  # every step so far this epoch brought a full batch: step k sits at k·batch − done
+        self._first_plan: tuple[tuple, list] = ((None, None, -1), [])  # ((ring, norms ring, rows), first slots)
 
-    def start(self, epoch: int, ids: np.ndarray) -> None:
-        """Begin an epoch whose batches bring the rows ``ids`` in this order."""
-        self.epoch, self.ids, self.done, self.filled = epoch, ids, 0, 0
+    def start(self, epoch: int, ids: np.ndarray) -> list:
+        """Begin an epoch whose batches bring the rows ``ids`` in this order; returns :attr:`slots`."""
+        self.epoch, self.ids, self.done, self.filled, self._aligned = epoch, ids, 0, 0, True
+        ring, norms = (st.buffer for st in self.ring)
+        (cached_ring, cached_norms, cached_rows), first = self._first_plan
+        if not (ring is not None and ring is cached_ring and norms is cached_norms and cached_rows == len(ids)):
+            self.slots = [None] * -(-len(ids) // self.batch_size)
+            self._plan(0)
+            first = list(self.slots)
+            self._first_plan = ((ring, norms, len(ids)), first)
+        self.slots = list(first)
+        return self.slots
 
-    def add(self, logits: torch.Tensor, norms: Optional[torch.Tensor] = None) -> None:
-        """Stage the next batch (its rows are the next ``len(logits)`` ids of the epoch)."""
-        size, width = logits.shape
-        same = self._same
-        if (norms is None and same is not None and size <= self.capacity - self.filled
-                and logits.dtype is same[0] and width == same[1] and logits.device == same[2]):
-            self.staging[0].buffer[self.filled:self.filled + size].copy_(logits)
-            self.filled += size
+    def _plan(self, first: int) -> None:
+        """Point the slots of the steps from ``first`` to the end of the ring at their rows (in
+        place: the loop holds the list); the step that starts the next ring keeps None, so that
+        :meth:`add` folds the full ring before it is reused."""
+        ring, slots, size = self.ring[0].buffer, self.slots, self.batch_size
+        if ring is None or self.ring[1].buffer is not None or not self._aligned:
+            slots[first:] = [None] * (len(slots) - first)
             return
-        self._same = None
+        for step in range(first, len(slots)):
+            offset = step * size - self.done
+            if offset >= self.capacity or (offset == 0 and step > 0):
+                break
+            rows = min(size, len(self.ids) - step * size)
+            slots[step] = ring[offset:offset + rows]
+
+    def add(self, logits: torch.Tensor, norms: Optional[torch.Tensor] = None, step: Optional[int] = None) -> None:
+        """Stage the batch of ``step`` (its rows are the next ``len(logits)`` ids of the epoch)."""
+        if self._aligned and step is not None:  # the steps before were staged into their slots
+            self.filled = min(step * self.batch_size, len(self.ids)) - self.done
+        size = len(logits)
         parts = (logits, norms)
-        layouts = [None if p is None else st.layout_of(p) for st, p in zip(self.staging, parts)]
+        layouts = [None if p is None else st.layout_of(p) for st, p in zip(self.ring, parts)]
         if size > self.capacity - self.filled or not all(
-                st.fits(layout) for st, layout in zip(self.staging, layouts) if layout is not None):
-            self.hand_over()
-        if size >= self.capacity:  # fills the buffer or more: feed it at once
-            self._feed(size, logits, norms)
+                st.fits(layout) for st, layout in zip(self.ring, layouts) if layout is not None):
+            self._fold_ring()
+        if size >= self.capacity:  # fills the ring or more: fold it at once
+            self._fold(logits, norms)
+        else:
+            for st, part, layout in zip(self.ring, parts, layouts):
+                if part is not None:
+                    st.put(part, self.filled, self.filled + size, layout)
+            self.filled += size
+        if step is None or (size != self.batch_size and (step + 1) * self.batch_size < len(self.ids)):
+            self._aligned = False  # later steps of this epoch are placed by their own add()
+        self.slot_dtype = logits.dtype
+        if step is not None:
+            self._plan(step + 1)
+
+    def end_epoch(self, steps: int) -> None:
+        """Close an epoch of ``steps`` steps: park it in the chunk when it fitted in the ring, or
+        fold what remains of it."""
+        if self._aligned:
+            self.filled = min(steps * self.batch_size, len(self.ids)) - self.done
+        if not self.filled:
             return
-        for st, part, layout in zip(self.staging, parts, layouts):
-            if part is not None:
-                st.put(part, self.filled, self.filled + size, layout)
-        self.filled += size
-        if norms is None and self.staging[1].buffer is None:
-            self._same = (logits.dtype, width, logits.device)
+        if self.done:  # the epoch did not fit in the ring: its last rows go the same way
+            self._fold_ring()
+            return
+        if self.filled > self.chunk[0].capacity - self.parked_rows:
+            self._fold_parked()
+        ids = self._epoch_rows(0, self.filled)
+        for st, ring in zip(self.chunk, self.ring):
+            if ring.buffer is not None:
+                part = ring.buffer[:self.filled]
+                st.put(part, self.parked_rows, self.parked_rows + self.filled, st.layout_of(part))
+        self.parked.append((self.epoch, ids))
+        self.parked_rows += self.filled
+        self.filled = 0
 
     def hand_over(self) -> None:
-        """Feed the recorder what is staged (call at the end of each epoch)."""
+        """Fold everything staged into the recorder (after training): the parked epochs, then
+        the ring's rows of an epoch not closed with :meth:`end_epoch`."""
+        self._fold_parked()
+        self._fold_ring()
+
+    def _fold_parked(self) -> None:
+        if self.parked:
+            ids = np.concatenate([rows for _, rows in self.parked])
+            epochs = np.repeat([epoch for epoch, _ in self.parked], [len(rows) for _, rows in self.parked])
+            logits, norms = (None if st.buffer is None else st.buffer[:self.parked_rows] for st in self.chunk)
+            self.parked, self.parked_rows = [], 0
+            self._fold(logits, norms, ids, epochs)
+
+    def _fold_ring(self) -> None:
+        """Fold the ring's rows of this epoch (after the parked epochs, which come first)."""
         if self.filled:
-            logits, norms = (st.buffer for st in self.staging)
-            self._feed(self.filled, logits[:self.filled], None if norms is None else norms[:self.filled])
+            logits, norms = (None if st.buffer is None else st.buffer[:self.filled] for st in self.ring)
+            self._fold(logits, norms)
             self.filled = 0
 
-    def _feed(self, size: int, logits: torch.Tensor, norms: Optional[torch.Tensor]) -> None:
-        ids = self.ids[self.done:self.done + size]
-        if len(ids) != size:
+    def _fold(self, logits: torch.Tensor, norms: Optional[torch.Tensor], ids: Optional[np.ndarray] = None,
+              epochs: Any = None) -> None:
+        """Fold ``logits`` — the next rows of this epoch, or parked epochs' ``ids`` and ``epochs``."""
+        if ids is None:
+            self._fold_parked()  # rows of earlier epochs are folded first
+            ids, epochs = self._epoch_rows(self.done, len(logits)), self.epoch
+            self.done += len(ids)
+        with self.recorder.prevalidated():  # ids: slices of the epochs' orders, checked before training
+            self.recorder.fold(ids, logits, self.labels[ids], epochs, norms)
+
+    def _epoch_rows(self, start: int, count: int) -> np.ndarray:
+        ids = self.ids[start:start + count]
+        if len(ids) != count:
             raise InvalidValuesError(
                 f"the dataloader yielded more rows than the epoch's {len(self.ids)}; a custom sampler or "
                 f"dataloader must not change the rows of an epoch."
             )
-        with self.recorder.prevalidated():  # ids: a slice of this epoch's order, checked before training
-            self.recorder.update(ids, logits, self.labels[ids], self.epoch, norms)
-        self.done += size
+        return ids
 
 
 class _FeatureTap:
@@ -308,9 +392,10 @@ def fit_and_record(
             isinstance(sampler_of(eval_loader), torch.utils.data.SequentialSampler) if eval_loader is not None
             else sampler_of(loader) is sampler):
         recorder.check_epoch_rows(rows, labels)  # once, instead of at every fold
-        stage = _EpochStage(recorder, labels)
+        recorder.set_final_epoch(epochs - 1)  # every row is fed in every epoch
+        stage = _EpochStage(recorder, labels, batch_size)
 
-    def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:
+    def record(batch: dict, logits: torch.Tensor, epoch: int, step: int) -> None:
         if recorder is None:
             return
         norms = None
@@ -318,39 +403,52 @@ def fit_and_record(
             # GraNd needs only ‖h‖: gather a (B, 1) norm rather than the (B, H) features.
             norms = tap.value.reshape(len(logits), -1).norm(dim=1, keepdim=True)
         if stage is not None:
-            stage.add(logits.detach(), norms)
+            stage.add(logits.detach(), norms, step)
             return
         parts = [batch["row_ids"], logits.detach(), batch["labels"]] + ([norms] if norms is not None else [])
         gathered = accelerator.gather_for_metrics(tuple(parts))
         recorder.update(gathered[0], gathered[1], gathered[2], epoch, gathered[3] if tap is not None else None)
 
+    logits_only = stage is not None and tap is None  # the common case: staged here, no call a step
     steps = epochs * (len(loader) + (len(eval_loader) if eval_loader is not None else 0))
     bar = tqdm(total=steps, desc="Training dynamics", disable=not (progress and accelerator.is_main_process))
     try:
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
             model.train()
-            if stage is not None:
-                stage.start(epoch, rows[sampler.order()] if eval_loader is None else rows)
+            slots = stage.start(epoch, rows[sampler.order()]) if stage is not None and eval_loader is None else []
+            planned, step = len(slots), 0
             for batch in loader:
                 logits = model_logits(call_model(model, batch["inputs"]))
-                if eval_loader is None:
-                    record(batch, logits, epoch)  # reads the logits; the step below does not change them
+                if eval_loader is None:  # record: reads the logits; the step below does not change them
+                    if logits_only:
+                        slot = slots[step] if step < planned else None
+                        if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
+                            slot.copy_(logits.detach())
+                        else:
+                            stage.add(logits.detach(), None, step)
+                    else:
+                        record(batch, logits, epoch, step)
                 loss = F.cross_entropy(logits, batch["labels"])
                 accelerator.backward(loss)
                 stepper.step()
                 stepper.zero_grad(set_to_none=True)
                 bar.update()
+                step += 1
             if stage is not None and eval_loader is None:
-                stage.hand_over()
+                stage.end_epoch(step)  # parked with the epochs before; folded when the chunk is full
             if eval_loader is not None:
                 model.eval()
+                if stage is not None:
+                    stage.start(epoch, rows)
                 with torch.no_grad():
-                    for batch in eval_loader:
-                        record(batch, model_logits(call_model(model, batch["inputs"])), epoch)
+                    for step, batch in enumerate(eval_loader):
+                        record(batch, model_logits(call_model(model, batch["inputs"])), epoch, step)
                         bar.update()
                 if stage is not None:
-                    stage.hand_over()
+                    stage.end_epoch(len(eval_loader))
+        if stage is not None:
+            stage.hand_over()
     finally:
         bar.close()
         if tap is not None:
