@@ -4,14 +4,16 @@ Trains a small MLP on scikit-learn's digits (1,797 rows, 64 pixels, 10 classes) 
 library's Accelerate loop (`fit_and_record`) and its default optimizer (fused AdamW). "off" runs
 that loop without a recorder (same model, optimizer and dataloader, no recording at all); the
 others feed a fresh `DynamicsRecorder` with the scores listed and compute its scores at the end
-of the run. Runs of a few epochs alternate between the modes in one process (one model keeps
-training throughout), in an order reversed every other round (no mode always runs first or after
-the same one), so machine load hits all alike; the tiny model makes this the worst case for the
-relative overhead (the recorder's cost per row does not grow with the model). Also prints the
+of the run. Runs of 10 epochs (``train_dynamics``' default) alternate between the modes in one
+process (one model keeps training throughout), in an order reversed every other round (no mode
+always runs first or after the same one), so machine load hits all alike; the tiny model makes
+this the worst case for the relative overhead (the recorder's cost per row does not grow with the
+model). A run's fixed costs (checking the rows, making the buffers, computing the scores at the
+end) are spread over its epochs, so shorter runs show more of them. Also prints the
 per-row state of each score family. `--model cnn` runs the examples' small CNN on 6,000
 Fashion-MNIST images instead (a model whose step, not the recorder, dominates).
 
-    python benchmarks/bench_dynamics.py [--epochs 5] [--rounds 15] [--batch-size 64] [--hidden 256]
+    python benchmarks/bench_dynamics.py [--epochs 10] [--rounds 15] [--batch-size 64] [--hidden 256]
                                         [--model mlp|cnn] [--threads 1]
 """
 
@@ -30,8 +32,8 @@ from hf_d2prune.dynamics.loop import default_accelerator, default_optimizer, fit
 
 
 class TimedRecorder(DynamicsRecorder):
-    """A real recorder that also sums the time spent inside its own update(), flush() and results()
-    (outermost calls only: update() and results() call flush())."""
+    """A real recorder that also sums the time spent inside its own update(), fold(), flush() and
+    results() (outermost calls only: update(), fold() and results() call flush())."""
 
     spent = 0.0
     _depth = 0
@@ -49,6 +51,9 @@ class TimedRecorder(DynamicsRecorder):
     def update(self, *args, **kwargs):
         return self._timed(super().update, *args, **kwargs)
 
+    def fold(self, *args, **kwargs):
+        return self._timed(super().fold, *args, **kwargs)
+
     def flush(self):
         return self._timed(super().flush)
 
@@ -58,7 +63,7 @@ class TimedRecorder(DynamicsRecorder):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=5, help="epochs of each training run")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of each training run (train_dynamics' default)")
     parser.add_argument("--rounds", type=int, default=15, help="runs per mode (interleaved)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=256, help="hidden width of the MLP")
@@ -80,7 +85,7 @@ def main() -> None:
         from hf_d2prune.builtin import load_builtin
 
         images = load_builtin("fashion_mnist").select(range(6000)).with_format("numpy")
-        pixels = torch.tensor(images["image"], dtype=torch.float32).unsqueeze(1) / 255.0
+        pixels = torch.from_numpy(np.asarray(images["image"], dtype=np.float32)).unsqueeze(1) / 255.0
         labels = np.asarray(images["label"], dtype=np.int64)
         torch.manual_seed(0)
         nn = torch.nn
@@ -124,7 +129,7 @@ def main() -> None:
     off = np.asarray(times["off"])
     print("Epoch time = a run's time (training, recording, final scores) / its epochs. Overhead = the median")
     print("over rounds of (this mode's epoch time / the off epoch time of the same round) − 1, with the")
-    print("quartiles of those ratios; 'inside' = time spent in the recorder's own update(), flush() and")
+    print("quartiles of those ratios; 'inside' = time spent in the recorder's own update(), fold(), flush() and")
     print("results() as a share of the off epoch time (its direct cost, free of the noise of the rest).\n")
     print("| recorder | median epoch (ms) | overhead vs off (quartiles) | inside the recorder |")
     print("|---|---|---|---|")
