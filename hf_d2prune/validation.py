@@ -33,9 +33,9 @@ def nonfinite_rows(values: np.ndarray, block_rows: int = 65536) -> np.ndarray:
     for lo in range(0, rows.shape[0], block_rows):
         block = rows[lo:lo + block_rows]
         with np.errstate(invalid="ignore", over="ignore"):  # inf − inf is the case looked for, not a warning
-            total = block.sum(dtype=np.complex128 if block.dtype.kind == "c" else np.float64)
+            total = block.sum()  # in the values' own precision: twice as fast for float32 as a float64 sum
         if np.isfinite(total):
-            continue  # a sum of finite values can overflow, never the other way round
+            continue  # a sum of finite values can overflow (then the rows are checked), never the other way round
         bad.append(np.flatnonzero(~np.isfinite(block).all(axis=1)) + lo)
     return np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
 

@@ -62,6 +62,7 @@ def test_opposite_infinities_and_huge_values_are_named_without_numpy_warnings():
     X[1, 0], X[4, 1] = np.inf, -np.inf
     np.testing.assert_array_equal(nonfinite_rows(X), [1, 4])
     np.testing.assert_array_equal(nonfinite_rows(np.full((3, 2), 1e308)), [])
+    np.testing.assert_array_equal(nonfinite_rows(np.full((3, 2), 3e38, dtype=np.float32)), [])  # the float32 sum overflows
 
 
 def test_wrong_types_and_missing_columns():

@@ -127,30 +127,31 @@ class Batch:
         return probs
 
     @cached_property
-    def _wide_softmax(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(z − max z, softmax, log Σ exp(z − max z)), class-major, in float64 whatever the logits:
-        a confident row's entropy and loss are ~1e-12, which float32's 1 + x cannot resolve."""
+    def _wide_softmax(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(z − max z, exp(z − max z), their sum, its log), class-major, in float64 whatever the
+        logits: a confident row's entropy and loss are ~1e-12, which float32's 1 + x cannot resolve."""
         z = self.logits_by_class.astype(np.float64)
         shifted = z - z.max(axis=0)
         exp = np.exp(shifted)
         total = exp.sum(axis=0)
-        return shifted, np.divide(exp, total, order="K"), np.log(total)
+        return shifted, exp, total, np.log(total)
 
     @cached_property
     def final_probs(self) -> np.ndarray:
         """(C, B) softmax in float64 (for the scores of the final prediction)."""
-        return self._wide_softmax[1]
+        _, exp, total, _ = self._wide_softmax
+        return np.divide(exp, total, order="K")
 
     @cached_property
     def entropy(self) -> np.ndarray:
-        """H(p) = log Σ exp(z − max z) − Σ_c p_c (z_c − max z), in float64."""
-        shifted, probs, log_total = self._wide_softmax
-        return log_total - (probs * shifted).sum(axis=0)
+        """H(p) = log Σ exp(z − max z) − Σ_c exp(z_c − max z) (z_c − max z) / Σ exp(z − max z), in float64."""
+        shifted, exp, total, log_total = self._wide_softmax
+        return log_total - (exp * shifted).sum(axis=0) / total
 
     @cached_property
     def loss(self) -> np.ndarray:
         """−log p_y = log Σ exp(z − max z) − (z_y − max z), in float64."""
-        shifted, _, log_total = self._wide_softmax
+        shifted, _, _, log_total = self._wide_softmax
         return log_total - _flat_view(shifted).take(self._label_index(shifted))
 
     @property
