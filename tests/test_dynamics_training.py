@@ -181,6 +181,35 @@ def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring(sizes
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_parked_epochs_of_another_dtype_are_folded_before_the_chunk_changes_layout():
+    """Epochs parked in float32 are folded before a float64 epoch takes the chunk, and so on."""
+    from hf_d2prune.dynamics.loop import _EpochStage
+
+    rng = np.random.default_rng(1)
+    n, classes = 17, 3
+    labels = rng.integers(0, classes, n)
+    staged = DynamicsRecorder(n, classes, ["aum", "forgetting", "variability"])
+    direct = DynamicsRecorder(n, classes, ["aum", "forgetting", "variability"])
+    stage = _EpochStage(staged, labels, batch_size=7)
+    for epoch, dtype in enumerate([torch.float32, torch.float32, torch.float64, torch.float32]):
+        order = rng.permutation(n)
+        slots = stage.start(epoch, order)
+        for step, start in enumerate(range(0, n, 7)):
+            logits = torch.from_numpy(rng.normal(size=(min(7, n - start), classes)) * 3).to(dtype)
+            slot = slots[step]
+            if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
+                slot.copy_(logits)
+            else:
+                stage.add(logits, None, step)
+            direct.update(order[start:start + 7], logits.double(), labels[order[start:start + 7]], epoch)
+        stage.end_epoch(-(-n // 7))
+    stage.hand_over()
+    ours, theirs = staged.results(), direct.results()
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert staged.seen().all()
+
+
 @pytest.mark.parametrize("rows, labels, match", [
     (np.array([0, 1, 1, 2]), np.array([0, 1, 2, 0]), "twice"),
     (np.array([0, 1, 2, 9]), np.array([0, 1, 2, 0]), "row ids"),

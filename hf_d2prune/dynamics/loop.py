@@ -215,13 +215,15 @@ class _EpochStage:
         if self.done:  # the epoch did not fit in the ring: its last rows go the same way
             self._fold_ring()
             return
-        if self.filled > self.chunk[0].capacity - self.parked_rows:
-            self._fold_parked()
+        parts = [None if ring.buffer is None else ring.buffer[:self.filled] for ring in self.ring]
+        layouts = [None if part is None else st.layout_of(part) for st, part in zip(self.chunk, parts)]
+        if self.filled > self.chunk[0].capacity - self.parked_rows or not all(
+                st.fits(layout) for st, layout in zip(self.chunk, layouts) if layout is not None):
+            self._fold_parked()  # full, or this epoch came in another dtype or device
         ids = self._epoch_rows(0, self.filled)
-        for st, ring in zip(self.chunk, self.ring):
-            if ring.buffer is not None:
-                part = ring.buffer[:self.filled]
-                st.put(part, self.parked_rows, self.parked_rows + self.filled, st.layout_of(part))
+        for st, part, layout in zip(self.chunk, parts, layouts):
+            if part is not None:
+                st.put(part, self.parked_rows, self.parked_rows + self.filled, layout)
         self.parked.append((self.epoch, ids))
         self.parked_rows += self.filled
         self.filled = 0
