@@ -202,7 +202,8 @@ class DynamicsRecorder:
             labels: (B,) class ids in [0, C).
             epoch: 0-based epoch; non-decreasing for each row.
             features: (B, H) penultimate features, needed only by ``grand`` (which uses only their
-                norm, so (B, 1) norms are just as good and cheaper to gather).
+                norm, so (B, 1) norms are just as good and cheaper to gather); they are reduced to
+                their norms as they come, so the buffer holds one value per row.
 
         Raises:
             InvalidValuesError: shapes disagree, ids or labels out of range, a row presented twice
@@ -277,6 +278,9 @@ class DynamicsRecorder:
             if features is None:
                 raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update() or fold().")
             features = _array(features).reshape(size, -1)
+            if features.shape[1] > 1:  # GraNd uses only ‖h‖: stage (B, 1) norms, not (B, H) features
+                features = (features.norm(dim=1, keepdim=True) if hasattr(features, "norm")
+                            else np.linalg.norm(features, axis=1, keepdims=True))
         return rows, logits, labels, features
 
     def _fold_now(self, segments: list, fields: tuple) -> None:
