@@ -248,6 +248,11 @@ def test_grand_equals_autograd_last_layer_gradient_norm():
     rec = DynamicsRecorder(10, 4, ["grand"])
     rec.update(torch.arange(10), layer(h), y, 0, features=h)
     np.testing.assert_allclose(rec.results()["grand"], norms, rtol=1e-5)
+    # (B, 1) norms, as numpy, give the same: the features are reduced to their norms as they come
+    from_norms = DynamicsRecorder(10, 4, ["grand"])
+    from_norms.update(np.arange(10), layer(h).detach().numpy(), y.numpy(), 0,
+                      features=h.norm(dim=1, keepdim=True).numpy())
+    np.testing.assert_allclose(from_norms.results()["grand"], norms, rtol=1e-5)
 
 
 def test_state_is_per_row_and_independent_of_epochs():
