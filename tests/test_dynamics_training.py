@@ -131,6 +131,17 @@ def test_recording_does_not_change_training_and_recorder_none_trains_without_it(
     assert recorder.seen().all() and not np.isnan(recorder.results()["aum"]).any()
 
 
+def stage_like_the_loop(stage, slots, step, logits) -> bool:
+    """Stage one step as fit_and_record's loop does (inline there, for speed): into the step's slot
+    when it takes the batch as it is, through add() otherwise. True for the slot."""
+    slot = slots[step] if step < len(slots) else None
+    if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
+        slot.copy_(logits)
+        return True
+    stage.add(logits, None, step)
+    return False
+
+
 @pytest.mark.parametrize("protocol", ["loop", "add"])
 @pytest.mark.parametrize("sizes, dtypes, flush_rows", [
     # 20 > the 16-row buffer: fed at once; dtypes change between batches; a short batch mid-epoch
@@ -161,14 +172,10 @@ def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring(sizes
         start = 0
         for step, (size, dtype) in enumerate(zip(sizes, dtypes)):
             logits = torch.from_numpy(rng.normal(size=(size, classes)) * 3).to(dtype)
-            slot = slots[step] if step < len(slots) else None
             if protocol == "add":
                 stage.add(logits)
-            elif slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
-                slot.copy_(logits)
-                fast += 1
             else:
-                stage.add(logits, None, step)
+                fast += stage_like_the_loop(stage, slots, step, logits)
             ids = order[start:start + size]
             direct.update(ids, logits.double(), labels[ids], epoch)
             start += size
@@ -196,11 +203,7 @@ def test_parked_epochs_of_another_dtype_are_folded_before_the_chunk_changes_layo
         slots = stage.start(epoch, order)
         for step, start in enumerate(range(0, n, 7)):
             logits = torch.from_numpy(rng.normal(size=(min(7, n - start), classes)) * 3).to(dtype)
-            slot = slots[step]
-            if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
-                slot.copy_(logits)
-            else:
-                stage.add(logits, None, step)
+            stage_like_the_loop(stage, slots, step, logits)
             direct.update(order[start:start + 7], logits.double(), labels[order[start:start + 7]], epoch)
         stage.end_epoch(-(-n // 7))
     stage.hand_over()
@@ -208,6 +211,27 @@ def test_parked_epochs_of_another_dtype_are_folded_before_the_chunk_changes_layo
     for name in ours:
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert staged.seen().all()
+
+
+def test_steps_that_all_take_add_plan_the_slots_only_when_the_ring_changes(monkeypatch):
+    """An eval pass (or GraNd) stages every step through add(); the slots are planned again only when
+    the ring, the rows folded or the alignment change, not at every step (that would be O(steps²))."""
+    from hf_d2prune.dynamics.loop import _EpochStage
+
+    planned = []
+    plan = _EpochStage._plan
+    monkeypatch.setattr(_EpochStage, "_plan", lambda self, first: (planned.append(first), plan(self, first)))
+    n, classes = 700, 3
+    labels = np.zeros(n, dtype=np.int64)
+    rec = DynamicsRecorder(n, classes, ["aum"], flush_rows=256)
+    stage = _EpochStage(rec, labels, batch_size=10)
+    stage.start(0, np.arange(n))
+    for step in range(n // 10):
+        stage.add(torch.zeros(10, classes), None, step)
+    stage.end_epoch(n // 10)
+    stage.hand_over()
+    assert rec.seen().all()
+    assert len(planned) <= 2 + n // 250  # the start, the ring's first batch, each fold of a full ring
 
 
 @pytest.mark.parametrize("rows, labels, match", [

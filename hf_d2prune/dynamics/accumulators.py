@@ -203,8 +203,8 @@ class BatchPart:
         self.logits = whole.logits[start:stop]
         self.features = None if whole.features is None else whole.features[start:stop]
 
-    def __getattr__(self, name: str) -> Any:  # a derived quantity, read once
-        if name.startswith("__"):
+    def __getattr__(self, name: str) -> Any:  # a derived quantity of the batch, read once
+        if name.startswith("_"):  # the whole batch's private pieces are not per-row arrays to cut
             raise AttributeError(name)
         if name in Batch.FINAL:  # for its own rows only: one epoch of the chunk needs it
             if "_own" not in self.__dict__:

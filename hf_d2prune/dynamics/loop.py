@@ -153,6 +153,7 @@ class _EpochStage:
         self.slot_dtype: Optional[torch.dtype] = None  # the logits' dtype the slots take as they are
         self._aligned = True  # every step so far this epoch brought a full batch: step k sits at k·batch − done
         self._first_plan: tuple[tuple, list] = ((None, None, -1), [])  # ((ring, norms ring, rows), first slots)
+        self._planned_for: tuple = (None, None, -1, False)  # _plan_state() when the slots were last planned
 
     def start(self, epoch: int, ids: np.ndarray) -> list:
         """Begin an epoch whose batches bring the rows ``ids`` in this order; returns :attr:`slots`."""
@@ -165,13 +166,25 @@ class _EpochStage:
             first = list(self.slots)
             self._first_plan = ((ring, norms, len(ids)), first)
         self.slots = list(first)
+        self._planned_for = self._plan_state()
         return self.slots
+
+    def _plan_state(self) -> tuple:
+        """What the slots depend on besides the epoch: the ring's buffers, the rows folded, the alignment."""
+        return self.ring[0].buffer, self.ring[1].buffer, self.done, self._aligned
+
+    def _still_planned(self) -> bool:
+        """Whether the slots were planned for the ring's present state."""
+        ring, norms, done, aligned = self._planned_for
+        return ring is self.ring[0].buffer and norms is self.ring[1].buffer and (done, aligned) == (
+            self.done, self._aligned)
 
     def _plan(self, first: int) -> None:
         """Point the slots of the steps from ``first`` to the end of the ring at their rows (in
         place: the loop holds the list); the step that starts the next ring keeps None, so that
         :meth:`add` folds the full ring before it is reused."""
         ring, slots, size = self.ring[0].buffer, self.slots, self.batch_size
+        self._planned_for = self._plan_state()
         if ring is None or self.ring[1].buffer is not None or not self._aligned:
             slots[first:] = [None] * (len(slots) - first)
             return
@@ -202,8 +215,9 @@ class _EpochStage:
         if step is None or (size != self.batch_size and (step + 1) * self.batch_size < len(self.ids)):
             self._aligned = False  # later steps of this epoch are placed by their own add()
         self.slot_dtype = logits.dtype
-        if step is not None:
-            self._plan(step + 1)
+        if step is not None and not self._still_planned():
+            self._plan(step + 1)  # only when the ring, the rows folded or the alignment changed: the
+            # steps of an eval pass or of GraNd all come here, and replanning each would be O(steps²)
 
     def end_epoch(self, steps: int) -> None:
         """Close an epoch of ``steps`` steps: park it in the chunk when it fitted in the ring, or

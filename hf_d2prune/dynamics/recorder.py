@@ -135,7 +135,9 @@ class DynamicsRecorder:
     Memory is O(n) per score (O(n × window) for the windowed ones, plus O(n × C) for TDDS's
     previous probabilities); see :meth:`state_bytes_per_row`. Feed it the rows of each batch
     with their logits, wherever they come from (training forward passes, an extra evaluation
-    pass, several processes gathered by row id). Each row may appear at most once per epoch.
+    pass, several processes gathered by row id) with :meth:`update`, or chunks a caller gathered
+    itself, possibly of several epochs, with :meth:`fold`. Each row may appear at most once per
+    epoch.
 
     Args:
         n_rows: number of rows of the dataset; row ids are 0..n_rows−1.
@@ -276,7 +278,9 @@ class DynamicsRecorder:
             )
         if self.needs_features:
             if features is None:
-                raise InvalidParameterError("score 'grand' needs the penultimate features: pass features= to update() or fold().")
+                raise InvalidParameterError(
+                    "score 'grand' needs the penultimate features: pass features= to update() or fold()."
+                )
             features = _array(features).reshape(size, -1)
             if features.shape[1] > 1:  # GraNd uses only ‖h‖: stage (B, 1) norms, not (B, H) features
                 features = (features.norm(dim=1, keepdim=True) if hasattr(features, "norm")
