@@ -11,10 +11,12 @@ this the worst case for the relative overhead (the recorder's cost per row does 
 model). A run's fixed costs (checking the rows, making the buffers, computing the scores at the
 end) are spread over its epochs, so shorter runs show more of them. Also prints the
 per-row state of each score family. `--model cnn` runs the examples' small CNN on 6,000
-Fashion-MNIST images instead (a model whose step, not the recorder, dominates).
+Fashion-MNIST images instead (a model whose step, not the recorder, dominates). `--eval-pass`
+records from a no-grad pass over the rows after each epoch (``eval_pass=True``); "off" then
+runs that pass too, without recording it.
 
     python benchmarks/bench_dynamics.py [--epochs 10] [--rounds 15] [--batch-size 64] [--hidden 256]
-                                        [--model mlp|cnn] [--threads 1]
+                                        [--model mlp|cnn] [--threads 1] [--eval-pass]
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def main() -> None:
                         help="mlp: the MLP on digits (worst case); cnn: the examples' small CNN on 6,000 "
                              "Fashion-MNIST images, batch 128 (apt-get install dataset-fashion-mnist)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-pass", action="store_true",
+                        help="record from an eval pass after each epoch (eval_pass=True); 'off' runs that pass too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -116,7 +120,7 @@ def main() -> None:
             start = time.perf_counter()
             fit_and_record(model, lambda ids: pixels[ids], labels, rows, recorder, epochs=args.epochs,
                            batch_size=args.batch_size, optimizer=optimizer, seed=block, accelerator=accelerator,
-                           progress=False)
+                           progress=False, eval_pass=args.eval_pass)
             if recorder is not None:
                 recorder.results()  # fold in what is still staged and compute the scores: all the cost lands here
             if block:
@@ -125,7 +129,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}")
     print(f"{setup}, batch {args.batch_size}; {args.rounds} runs of "
-          f"{args.epochs} epochs per mode, interleaved\n")
+          f"{args.epochs} epochs per mode, interleaved{', eval pass after each epoch' if args.eval_pass else ''}\n")
     off = np.asarray(times["off"])
     print("Epoch time = a run's time (training, recording, final scores) / its epochs. Overhead = the median")
     print("over rounds of (this mode's epoch time / the off epoch time of the same round) − 1, with the")

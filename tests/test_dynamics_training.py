@@ -317,11 +317,19 @@ def test_match_steps_gives_a_subset_epoch_as_many_steps_as_a_full_one(digits):
         train_dynamics(digits, Head(), scores=["aum"], match_steps="yes", **kwargs)
 
 
-def test_eval_pass_records_the_end_of_epoch_model(digits):
-    out = train_dynamics(digits, Head(), inputs="pixels", epochs=1, batch_size=64, shuffle=False, eval_pass=True,
+def test_eval_pass_records_the_end_of_epoch_model(digits, monkeypatch):
+    """The eval pass sees the model at the end of each epoch; its steps are staged into the ring's
+    slots as the training steps are (only the first batch, which makes the ring, goes through add())."""
+    from hf_d2prune.dynamics.loop import _EpochStage
+
+    calls = []
+    original = _EpochStage.add
+    monkeypatch.setattr(_EpochStage, "add", lambda self, *args: calls.append(args[-1]) or original(self, *args))
+    out = train_dynamics(digits, Head(), inputs="pixels", epochs=2, batch_size=64, shuffle=False, eval_pass=True,
                          scores=["loss"], progress=False)
+    assert calls == [0]  # 2 eval passes of 29 steps
     model = Head()
-    train_dynamics(digits, model, inputs="pixels", epochs=1, batch_size=64, shuffle=False, scores=["loss"], progress=False)
+    train_dynamics(digits, model, inputs="pixels", epochs=2, batch_size=64, shuffle=False, scores=["loss"], progress=False)
     with torch.no_grad():
         logits = model(torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32))["logits"]
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor(np.asarray(digits["label"])), reduction="none")

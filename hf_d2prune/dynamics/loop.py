@@ -130,10 +130,11 @@ class _EpochStage:
     after a training step), so a small dataset's epochs are folded several at a time. An epoch
     larger than the ring is folded ring by ring. Both buffers hold ``flush_rows`` rows.
 
-    The common step — logits alone, a full batch (or the epoch's short last one), of the dtype
-    the ring was made for — is staged by the loop itself with one copy into :attr:`slots`,
-    views of the ring, one per step, the same every epoch. A call per step costs a few
-    microseconds, which show on models whose step takes under a millisecond. Every other step
+    The common step — of training, or of the eval pass (``eval_pass=True``): logits alone, a
+    full batch (or the epoch's short last one), of the dtype the ring was made for — is staged
+    by the loop itself with one copy into :attr:`slots`, views of the ring, one per step, the
+    same every epoch. A call per step costs a few microseconds, which show on models whose step
+    takes under a millisecond. Every other step
     goes through :meth:`add`: the first batch (which makes the ring), the first after a full
     ring (folded first), a change of dtype, GraNd's norms, a short batch before the last. A
     batch on another device is staged correctly by the copy itself.
@@ -217,7 +218,7 @@ class _EpochStage:
         self.slot_dtype = logits.dtype
         if step is not None and not self._still_planned():
             self._plan(step + 1)  # only when the ring, the rows folded or the alignment changed: the
-            # steps of an eval pass or of GraNd all come here, and replanning each would be O(steps²)
+            # steps of GraNd all come here, and replanning each would be O(steps²)
 
     def end_epoch(self, steps: int) -> None:
         """Close an epoch of ``steps`` steps: park it in the chunk when it fitted in the ring, or
@@ -426,43 +427,45 @@ def fit_and_record(
         recorder.update(gathered[0], gathered[1], gathered[2], epoch, gathered[3] if tap is not None else None)
 
     logits_only = stage is not None and tap is None  # the common case: staged here, no call a step
+
+    def run_pass(epoch: int, passing: Any, order: Optional[np.ndarray], records: bool, trains: bool) -> None:
+        """One pass over the loader ``passing`` (whose batches bring the rows ``order``): record its
+        logits when ``records``, take an optimizer step per batch when ``trains``."""
+        slots = stage.start(epoch, order) if records and stage is not None else []
+        planned, step = len(slots), 0
+        for batch in passing:
+            logits = model_logits(call_model(model, batch["inputs"]))
+            if records:  # reads the logits; the step below does not change them
+                if logits_only:
+                    slot = slots[step] if step < planned else None
+                    if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
+                        slot.copy_(logits.detach())
+                    else:
+                        stage.add(logits.detach(), None, step)
+                else:
+                    record(batch, logits, epoch, step)
+            if trains:
+                loss = F.cross_entropy(logits, batch["labels"])
+                accelerator.backward(loss)
+                stepper.step()
+                stepper.zero_grad(set_to_none=True)
+            bar.update()
+            step += 1
+        if records and stage is not None:
+            stage.end_epoch(step)  # parked with the epochs before; folded when the chunk is full
+
     steps = epochs * (len(loader) + (len(eval_loader) if eval_loader is not None else 0))
     bar = tqdm(total=steps, desc="Training dynamics", disable=not (progress and accelerator.is_main_process))
     try:
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
             model.train()
-            slots = stage.start(epoch, rows[sampler.order()]) if stage is not None and eval_loader is None else []
-            planned, step = len(slots), 0
-            for batch in loader:
-                logits = model_logits(call_model(model, batch["inputs"]))
-                if eval_loader is None:  # record: reads the logits; the step below does not change them
-                    if logits_only:
-                        slot = slots[step] if step < planned else None
-                        if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
-                            slot.copy_(logits.detach())
-                        else:
-                            stage.add(logits.detach(), None, step)
-                    else:
-                        record(batch, logits, epoch, step)
-                loss = F.cross_entropy(logits, batch["labels"])
-                accelerator.backward(loss)
-                stepper.step()
-                stepper.zero_grad(set_to_none=True)
-                bar.update()
-                step += 1
-            if stage is not None and eval_loader is None:
-                stage.end_epoch(step)  # parked with the epochs before; folded when the chunk is full
+            order = rows[sampler.order()] if stage is not None and eval_loader is None else None
+            run_pass(epoch, loader, order, records=eval_loader is None, trains=True)
             if eval_loader is not None:
                 model.eval()
-                if stage is not None:
-                    stage.start(epoch, rows)
-                with torch.no_grad():
-                    for step, batch in enumerate(eval_loader):
-                        record(batch, model_logits(call_model(model, batch["inputs"])), epoch, step)
-                        bar.update()
-                if stage is not None:
-                    stage.end_epoch(len(eval_loader))
+                with torch.no_grad():  # in row order: the eval loader is sequential
+                    run_pass(epoch, eval_loader, rows, records=True, trains=False)
         if stage is not None:
             stage.hand_over()
     finally:
