@@ -13,10 +13,13 @@ end) are spread over its epochs, so shorter runs show more of them. Also prints 
 per-row state of each score family. `--model cnn` runs the examples' small CNN on 6,000
 Fashion-MNIST images instead (a model whose step, not the recorder, dominates). `--eval-pass`
 records from a no-grad pass over the rows after each epoch (``eval_pass=True``); "off" then
-runs that pass too, without recording it.
+runs that pass too, without recording it. `--trainer` trains the MLP with transformers' `Trainer`
+instead (a torch-formatted dataset, its default collator and optimizer): "off" is a plain `Trainer`,
+the others a `DynamicsTrainer` with a `DynamicsCallback` (no GraNd: a Trainer run has no features);
+each run times `train()`, not the Trainer's construction.
 
     python benchmarks/bench_dynamics.py [--epochs 10] [--rounds 15] [--batch-size 64] [--hidden 256]
-                                        [--model mlp|cnn] [--threads 1] [--eval-pass]
+                                        [--model mlp|cnn] [--threads 1] [--eval-pass] [--trainer]
 """
 
 from __future__ import annotations
@@ -63,6 +66,53 @@ class TimedRecorder(DynamicsRecorder):
         return self._timed(super().results)
 
 
+class _Classifier(torch.nn.Module):
+    """``model`` as a Trainer wants it: keyword inputs, and the loss returned with the logits."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels, labels=None):
+        logits = self.model(pixels)
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def trainer_run(model, pixels, labels, args):
+    """A function (recorder or None, seed) → seconds of one Trainer run's ``train()`` (the Trainer's
+    construction is not timed), ``args.epochs`` epochs on the rows; with a recorder, a
+    DynamicsTrainer whose DynamicsCallback feeds that recorder."""
+    import tempfile
+
+    import datasets
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
+
+    train = add_row_ids(datasets.Dataset.from_dict({"pixels": pixels.numpy(), "label": labels}).with_format("torch"))
+    wrapped = _Classifier(model)
+    folder = tempfile.mkdtemp()
+
+    def train_once(recorder, seed):
+        training = TrainingArguments(
+            output_dir=folder, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+            learning_rate=1e-3, weight_decay=0.0, report_to=[], save_strategy="no", logging_strategy="no",
+            use_cpu=True, seed=seed, disable_tqdm=True,
+        )
+        if recorder is None:
+            trainer = Trainer(model=wrapped, args=training, train_dataset=train)
+        else:
+            callback = DynamicsCallback(scores=recorder.scores)
+            callback.recorder = recorder  # the benchmark's timed recorder (the callback would make a plain one)
+            trainer = DynamicsTrainer(model=wrapped, args=training, train_dataset=train, dynamics=callback)
+        trainer.remove_callback(PrinterCallback)  # it prints the run's metrics
+        start = time.perf_counter()  # train(), not the Trainer's construction
+        trainer.train()
+        return time.perf_counter() - start
+
+    return train_once
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=10, help="epochs of each training run (train_dynamics' default)")
@@ -75,7 +125,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-pass", action="store_true",
                         help="record from an eval pass after each epoch (eval_pass=True); 'off' runs that pass too")
+    parser.add_argument("--trainer", action="store_true",
+                        help="train with transformers' Trainer instead: 'off' is a plain Trainer, the others a "
+                             "DynamicsTrainer with a DynamicsCallback")
     args = parser.parse_args()
+    if args.trainer and args.eval_pass:
+        parser.error("--eval-pass is an option of the library's loop, not of the Trainer")
     torch.set_num_threads(args.threads)
 
     if args.model == "mlp":
@@ -111,20 +166,29 @@ def main() -> None:
         f"all but grand ({len(KNOWN_SCORES) - 1} scores)": lambda: TimedRecorder(n, 10, [s for s in KNOWN_SCORES if s != "grand"]),
         f"all {len(KNOWN_SCORES)} scores (grand taps the features)": lambda: TimedRecorder(n, 10, list(KNOWN_SCORES)),
     }
+    if args.trainer:
+        del modes[f"all {len(KNOWN_SCORES)} scores (grand taps the features)"]  # no features in a Trainer run
+        train_once = trainer_run(model, pixels, labels, args)
+        setup += ", transformers Trainer (off: Trainer, on: DynamicsTrainer + DynamicsCallback)"
+    else:
+        def train_once(recorder, seed):
+            start = time.perf_counter()
+            fit_and_record(model, lambda ids: pixels[ids], labels, rows, recorder, epochs=args.epochs,
+                           batch_size=args.batch_size, optimizer=optimizer, seed=seed, accelerator=accelerator,
+                           progress=False, eval_pass=args.eval_pass)
+            return time.perf_counter() - start
     times: dict[str, list[float]] = {name: [] for name in modes}
     inside: dict[str, list[float]] = {name: [] for name in modes}
     for block in range(args.rounds + 1):  # round 0 warms up
         order = list(modes.items())
         for name, make in (order if block % 2 == 0 else order[::-1]):
             recorder = make()  # a fresh recorder per run, as a user's run has
+            elapsed = train_once(recorder, block)  # seconds of training (and recording)
             start = time.perf_counter()
-            fit_and_record(model, lambda ids: pixels[ids], labels, rows, recorder, epochs=args.epochs,
-                           batch_size=args.batch_size, optimizer=optimizer, seed=block, accelerator=accelerator,
-                           progress=False, eval_pass=args.eval_pass)
             if recorder is not None:
                 recorder.results()  # fold in what is still staged and compute the scores: all the cost lands here
             if block:
-                times[name].append((time.perf_counter() - start) / args.epochs)
+                times[name].append((elapsed + time.perf_counter() - start) / args.epochs)
                 inside[name].append(getattr(recorder, "spent", 0.0) / args.epochs)
 
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {args.threads}")

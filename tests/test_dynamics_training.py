@@ -433,10 +433,18 @@ def test_two_processes_give_the_same_scores_as_one(tmp_path):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_shuffled_trainer_and_accelerate_loop_route_every_row_to_its_own_scores(digits, tmp_path):
+def _stacking_collator(rows):
+    """A collator of a user's own that expects every value to be a tensor."""
+    return {("labels" if key == "label" else key): torch.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+@pytest.mark.parametrize("form", ["python", "torch", "torch, own collator"])
+def test_shuffled_trainer_and_accelerate_loop_route_every_row_to_its_own_scores(digits, tmp_path, form):
     """Shuffled runs of both paths with lr=1e-12: the model does not move (AdamW steps of ~1e-12),
     so each row's scores are a function of that row alone and must equal one ordered forward pass,
-    whatever order the samplers chose; a row id routed to the wrong row would show."""
+    whatever order the samplers chose; a row id routed to the wrong row would show. With a torch
+    format the Trainer's own collator gets the row ids as ints (cheaper than a tensor per row); a
+    collator of the user's own gets them as the format makes them."""
     from transformers import TrainingArguments
 
     from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
@@ -458,7 +466,12 @@ def test_shuffled_trainer_and_accelerate_loop_route_every_row_to_its_own_scores(
         logging_strategy="no", use_cpu=True, seed=7, disable_tqdm=True,  # default: shuffled sampling
     )
     dynamics = DynamicsCallback(scores=scores)
-    DynamicsTrainer(model=copy.deepcopy(model), args=args, train_dataset=add_row_ids(ds), dynamics=dynamics).train()
+    train = add_row_ids(ds) if form == "python" else add_row_ids(ds).with_format("torch")
+    collator = {"data_collator": _stacking_collator} if "own collator" in form else {}
+    trainer = DynamicsTrainer(model=copy.deepcopy(model), args=args, train_dataset=train, dynamics=dynamics, **collator)
+    row = trainer.get_train_dataloader().dataset[0]
+    assert isinstance(row["d2_row_id"], torch.Tensor if "own collator" in form else int)
+    trainer.train()
     theirs = dynamics.to_dataset(ds)
     for name in scores:
         np.testing.assert_allclose(np.asarray(ours[name]), expected[name], rtol=1e-5, atol=1e-5, err_msg=name)

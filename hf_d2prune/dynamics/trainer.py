@@ -114,6 +114,12 @@ class DynamicsTrainerMixin:
         if self.dynamics.row_id_column not in self._signature_columns:
             self._signature_columns.append(self.dynamics.row_id_column)
 
+    def _remove_unused_columns(self, dataset: Any, description: Optional[str] = None) -> Any:
+        dataset = super()._remove_unused_columns(dataset, description=description)
+        if _collates_plain_ids(self.data_collator):
+            dataset = _row_ids_unformatted(dataset, self.dynamics.row_id_column)
+        return dataset
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         row_ids = inputs.pop(self.dynamics.row_id_column, None)
         if row_ids is None or not model.training:
@@ -126,9 +132,32 @@ class DynamicsTrainerMixin:
         from .loop import model_logits
 
         logits = model_logits(outputs).detach()
-        gathered = self.accelerator.gather_for_metrics((row_ids, logits, labels))
-        self.dynamics.record(*gathered)
+        if self.accelerator.num_processes > 1:  # every process's rows, the padding duplicates dropped
+            row_ids, logits, labels = self.accelerator.gather_for_metrics((row_ids, logits, labels))
+        self.dynamics.record(row_ids, logits, labels)
         return (loss, outputs) if return_outputs else loss
+
+
+def _row_ids_unformatted(ds: Any, column: str) -> Any:
+    """``ds`` with the row-id ``column`` left out of its torch / numpy format, so that rows carry
+    their id as a plain int: the format makes a tensor of each row's id, a few microseconds a row
+    (for a small model, a twentieth of the Trainer's step). Unchanged when that would show a column
+    the format hides, or when nothing is formatted."""
+    fmt = ds.format
+    if fmt["type"] is None or column not in ds.column_names:
+        return ds
+    formatted = [c for c in (fmt["columns"] or ds.column_names) if c != column]
+    if not fmt["output_all_columns"] and set(ds.column_names) - set(formatted) - {column}:
+        return ds
+    return ds.with_format(fmt["type"], columns=formatted, output_all_columns=True, **fmt["format_kwargs"])
+
+
+def _collates_plain_ids(collator: Any) -> bool:
+    """Whether ``collator`` makes a tensor of per-row ints itself: the Trainer's defaults do
+    (a collator of the user's own may expect every value to be a tensor)."""
+    from transformers import DataCollatorWithPadding, DefaultDataCollator, default_data_collator
+
+    return collator is default_data_collator or isinstance(collator, (DefaultDataCollator, DataCollatorWithPadding))
 
 
 def with_dynamics(trainer_class: type) -> type:
