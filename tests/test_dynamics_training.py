@@ -433,6 +433,23 @@ def test_two_processes_give_the_same_scores_as_one(tmp_path):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
+def test_two_processes_of_the_trainer_give_the_same_scores_as_one(tmp_path):
+    """DynamicsTrainer under torchrun: each process gathers every batch by row id, so both record all rows."""
+    script = Path(__file__).with_name("dist_trainer_script.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    single, double = tmp_path / "single.npz", tmp_path / "double.npz"
+    subprocess.run([sys.executable, str(script), str(single)], check=True, env=env, timeout=170)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+                    str(script), str(double)], check=True, env=env, timeout=170)
+    one, two = np.load(single), np.load(double)
+    assert int(one["processes"]) == 1 and int(two["processes"]) == 2
+    assert sorted(one.files) == sorted(two.files)
+    for name in set(one.files) - {"processes"}:
+        assert np.isfinite(one[name]).all(), name
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def _stacking_collator(rows):
     """A collator of a user's own that expects every value to be a tensor."""
     return {("labels" if key == "label" else key): torch.stack([row[key] for row in rows]) for key in rows[0]}

@@ -1,0 +1,51 @@
+"""Record dynamics with a DynamicsTrainer on digits and save the scores: `python this.py OUT.npz`,
+or under torchrun.
+
+Used by tests/test_dynamics_training.py to compare 1 and 2 processes (gloo on CPU). Each process
+takes batch_size / P rows of every global batch of 64 (sequential sampling: the same global
+batches in both runs) and DDP averages the mean-loss gradients, so the runs take the same steps;
+each process gathers every batch's (row ids, logits, labels) with ``gather_for_metrics``, so every
+process records all rows and the scores agree up to float summation order. 640 rows: no padding.
+"""
+
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_dynamics_training import Head, digits_dataset  # noqa: E402
+
+from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids  # noqa: E402
+
+SCORES = ["forgetting", "aum", "el2n", "entropy", "margin", "confidence", "variability", "tdds"]
+
+
+def main(path: str) -> None:
+    from transformers import TrainingArguments
+
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    ds = digits_dataset(flip_fraction=0.1)[0].select(range(640))
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(), num_train_epochs=4, per_device_train_batch_size=64 // processes,
+        learning_rate=3e-3, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
+        optim="adamw_torch", train_sampling_strategy="sequential", report_to=[], save_strategy="no",
+        logging_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, ddp_find_unused_parameters=False,
+    )
+    dynamics = DynamicsCallback(scores=SCORES, tdds_window=3)
+    trainer = DynamicsTrainer(model=Head(), args=args, train_dataset=add_row_ids(ds).with_format("torch"),
+                              dynamics=dynamics)
+    trainer.train()
+    out = dynamics.results()
+    if int(os.environ.get("RANK", "0")) == 0:
+        np.savez(path, processes=np.array(trainer.accelerator.num_processes), **out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
