@@ -5,7 +5,9 @@ overrides ``compute_loss``: it pops a row-id column from the batch, lets the par
 the loss and outputs, gathers (row ids, logits, labels) across processes with
 ``accelerator.gather_for_metrics`` and feeds the callback's :class:`DynamicsRecorder`. The
 row-id column is added to the model's signature columns, so it survives
-``remove_unused_columns=True``. Evaluation batches (model in eval mode) are not recorded.
+``remove_unused_columns=True``; with the Trainer's own collators it is left out of a torch / numpy
+format (the collator makes one tensor of the ints, where the format would make one per row).
+Evaluation batches (model in eval mode) are not recorded.
 
 Example:
     >>> from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids   # doctest: +SKIP
