@@ -450,6 +450,26 @@ def test_two_processes_of_the_trainer_give_the_same_scores_as_one(tmp_path):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_row_ids_leave_a_torch_or_numpy_format_only_when_no_hidden_column_shows():
+    import datasets
+
+    from hf_d2prune.dynamics import add_row_ids
+    from hf_d2prune.dynamics.trainer import _row_ids_unformatted
+
+    ds = add_row_ids(datasets.Dataset.from_dict({"a": [1, 2, 3], "b": [4, 5, 6]}))
+    for kind, value_type in [("torch", torch.Tensor), ("numpy", np.integer)]:
+        out = _row_ids_unformatted(ds.with_format(kind), "d2_row_id")
+        row = out[1]
+        assert row["d2_row_id"] == 1 and type(row["d2_row_id"]) is int, kind
+        assert isinstance(row["a"], value_type) and isinstance(row["b"], value_type) and row["b"] == 5, kind
+        assert out.format["type"] == kind
+    hidden = ds.with_format("torch", columns=["a", "d2_row_id"])  # "b" is hidden: it must stay hidden
+    assert _row_ids_unformatted(hidden, "d2_row_id") is hidden
+    transformed = ds.with_transform(lambda batch: batch)
+    assert _row_ids_unformatted(transformed, "d2_row_id") is transformed
+    assert _row_ids_unformatted(ds, "d2_row_id") is ds
+
+
 def _stacking_collator(rows):
     """A collator of a user's own that expects every value to be a tensor."""
     return {("labels" if key == "label" else key): torch.stack([row[key] for row in rows]) for key in rows[0]}

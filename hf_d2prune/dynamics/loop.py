@@ -134,10 +134,10 @@ class _EpochStage:
     full batch (or the epoch's short last one), of the dtype the ring was made for — is staged
     by the loop itself with one copy into :attr:`slots`, views of the ring, one per step, the
     same every epoch. A call per step costs a few microseconds, which show on models whose step
-    takes under a millisecond. Every other step
-    goes through :meth:`add`: the first batch (which makes the ring), the first after a full
-    ring (folded first), a change of dtype, GraNd's norms, a short batch before the last. A
-    batch on another device is staged correctly by the copy itself.
+    takes under a millisecond. Every other step goes through :meth:`add`: the first batch (which
+    makes the ring), the first after a full ring (folded first), a change of dtype, GraNd's
+    norms, a short batch before the last. A batch on another device is staged correctly by the
+    copy itself.
     """
 
     def __init__(self, recorder: DynamicsRecorder, labels: np.ndarray, batch_size: int = 1):
