@@ -436,24 +436,34 @@ def test_two_processes_give_the_same_scores_as_one(tmp_path, script_name, port):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_row_ids_leave_a_torch_or_numpy_format_only_when_no_hidden_column_shows():
-    import datasets
+def test_trainer_dataloader_hands_each_row_its_id_from_the_column_read_once(digits, tmp_path):
+    """With the Trainer's own collator and sampler the dataloader's rows get their ids as ints from
+    the row-id column read once — the column's values, not the positions (here the dataset was
+    shuffled after add_row_ids); grouping by length or a collator of the user's own keeps the column."""
+    from transformers import TrainingArguments
 
-    from hf_d2prune.dynamics import add_row_ids
-    from hf_d2prune.dynamics.trainer import _row_ids_unformatted
+    from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
+    from hf_d2prune.dynamics.trainer import _RowsWithIds
 
-    ds = add_row_ids(datasets.Dataset.from_dict({"a": [1, 2, 3], "b": [4, 5, 6]}))
-    for kind, value_type in [("torch", torch.Tensor), ("numpy", np.integer)]:
-        out = _row_ids_unformatted(ds.with_format(kind), "d2_row_id")
-        row = out[1]
-        assert row["d2_row_id"] == 1 and type(row["d2_row_id"]) is int, kind
-        assert isinstance(row["a"], value_type) and isinstance(row["b"], value_type) and row["b"] == 5, kind
-        assert out.format["type"] == kind
-    hidden = ds.with_format("torch", columns=["a", "d2_row_id"])  # "b" is hidden: it must stay hidden
-    assert _row_ids_unformatted(hidden, "d2_row_id") is hidden
-    transformed = ds.with_transform(lambda batch: batch)
-    assert _row_ids_unformatted(transformed, "d2_row_id") is transformed
-    assert _row_ids_unformatted(ds, "d2_row_id") is ds
+    train = add_row_ids(digits.select(range(50))).shuffle(seed=1).with_format("torch")
+
+    def loader_rows(collator=None, **options):
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[],
+                                 use_cpu=True, disable_tqdm=True, **options)
+        trainer = DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=DynamicsCallback(),
+                                  **({"data_collator": collator} if collator else {}))
+        return trainer.get_train_dataloader().dataset
+
+    rows = loader_rows()
+    assert isinstance(rows, _RowsWithIds) and len(rows) == 50
+    batch = rows.__getitems__([3, 0, 49])
+    assert [row["d2_row_id"] for row in batch] == [int(train[i]["d2_row_id"]) for i in (3, 0, 49)]
+    assert all(type(row["d2_row_id"]) is int for row in batch) and rows[7]["d2_row_id"] == int(train[7]["d2_row_id"])
+    torch.testing.assert_close(batch[2]["pixels"], train[49]["pixels"])
+    assert [int(i) for i in train["d2_row_id"][:5]] != [0, 1, 2, 3, 4]  # shuffled: ids are not positions
+    kept = loader_rows(train_sampling_strategy="group_by_length", length_column_name="label")
+    assert not isinstance(kept, _RowsWithIds) and "d2_row_id" in kept.column_names
+    assert not isinstance(loader_rows(_stacking_collator), _RowsWithIds)
 
 
 def _stacking_collator(rows):

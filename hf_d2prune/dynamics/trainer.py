@@ -6,9 +6,10 @@ the loss and outputs, gathers (row ids, logits, labels) across processes with
 ``accelerator.gather_for_metrics`` (when there are several) and feeds the callback's
 :class:`DynamicsRecorder`. The
 row-id column is added to the model's signature columns, so it survives
-``remove_unused_columns=True``; with the Trainer's own collators it is left out of a torch / numpy
-format (the collator makes one tensor of the ints, where the format would make one per row).
-Evaluation batches (model in eval mode) are not recorded.
+``remove_unused_columns=True``. With the Trainer's own collators and samplers the dataloader reads
+the ids once, as an array, and hands each row its id as an int (fetching the column with every
+batch costs ``datasets`` a tensor or a Python object per row). Evaluation batches (model in eval
+mode) are not recorded.
 
 Example:
     >>> from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids   # doctest: +SKIP
@@ -27,6 +28,7 @@ import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 from transformers import Trainer, TrainerCallback
 
 from ..errors import InvalidParameterError, InvalidValuesError
@@ -119,8 +121,10 @@ class DynamicsTrainerMixin:
 
     def _remove_unused_columns(self, dataset: Any, description: Optional[str] = None) -> Any:
         dataset = super()._remove_unused_columns(dataset, description=description)
-        if _collates_plain_ids(self.data_collator):
-            dataset = _row_ids_unformatted(dataset, self.dynamics.row_id_column)
+        column = self.dynamics.row_id_column
+        if column in dataset.column_names and _collates_plain_ids(self.data_collator) and _samples_by_index(self.args):
+            ids = dataset.select_columns([column]).with_format("numpy")[:][column]
+            return _RowsWithIds(dataset.remove_columns([column]), np.asarray(ids, dtype=np.int64), column)
         return dataset
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -141,23 +145,44 @@ class DynamicsTrainerMixin:
         return (loss, outputs) if return_outputs else loss
 
 
-def _row_ids_unformatted(ds: Any, column: str) -> Any:
-    """``ds`` with the row-id ``column`` left out of its torch / numpy format, so that rows carry
-    their id as a plain int: the torch format makes a tensor of each row's id, about 170 µs a
-    batch of 64 rows (8% of the Trainer's step for a small MLP). Unchanged when that would show a
-    column the format hides, and for every other format (none, a transform, pandas, ...)."""
-    fmt = ds.format
-    if fmt["type"] not in ("torch", "numpy") or column not in ds.column_names:
-        return ds
-    formatted = [c for c in (fmt["columns"] or ds.column_names) if c != column]
-    if not fmt["output_all_columns"] and set(ds.column_names) - set(formatted) - {column}:
-        return ds
-    return ds.with_format(fmt["type"], columns=formatted, output_all_columns=True, **fmt["format_kwargs"])
+class _RowsWithIds(torch.utils.data.Dataset):
+    """The rows of a dataset (the row-id column removed), each with its id from ``ids`` set under
+    ``column`` as a plain int: what the dataloader fetches instead of the row-id column.
+
+    Fetching that column with every batch costs ``datasets`` 50-170 µs per 64 rows (a tensor per
+    row under a torch format, a Python object otherwise), 2-8% of the Trainer's step of a small
+    model; setting ints from an array read once costs a few microseconds.
+    """
+
+    def __init__(self, rows: Any, ids: np.ndarray, column: str):
+        self.rows, self.ids, self.column = rows, ids, column
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        row[self.column] = int(self.ids[index])
+        return row
+
+    def __getitems__(self, indices: list) -> list:
+        fetch = getattr(self.rows, "__getitems__", None)
+        rows = fetch(indices) if fetch is not None else [self.rows[i] for i in indices]
+        for row, row_id in zip(rows, self.ids[indices].tolist()):
+            row[self.column] = row_id
+        return rows
+
+
+def _samples_by_index(args: Any) -> bool:
+    """Whether the Trainer's sampler needs only the dataset's length (random or sequential order);
+    grouping by length reads the dataset's columns, so its rows stay a ``datasets.Dataset``."""
+    strategy = getattr(args, "train_sampling_strategy", "random")
+    return strategy in ("random", "sequential") and not getattr(args, "group_by_length", False)
 
 
 def _collates_plain_ids(collator: Any) -> bool:
-    """Whether ``collator`` makes a tensor of per-row ints itself: the Trainer's defaults do
-    (a collator of the user's own may expect every value to be a tensor)."""
+    """Whether ``collator`` makes a tensor of per-row ints itself: the Trainer's defaults do (a
+    collator of the user's own may expect the row id as the dataset's format makes it)."""
     from transformers import DataCollatorWithPadding, DefaultDataCollator, default_data_collator
 
     return collator is default_data_collator or isinstance(collator, (DefaultDataCollator, DataCollatorWithPadding))
