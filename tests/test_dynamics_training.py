@@ -549,6 +549,40 @@ def test_tokenizer_path_fine_tunes_a_sequence_classifier_on_real_text():
     assert out.column_names == sms.column_names + ["aum", "loss", "forgetting"]
 
 
+def test_trainer_with_a_tokenizer_routes_every_text_to_its_own_scores(tmp_path):
+    """DynamicsTrainer with a tokenizer (the Trainer then collates with DataCollatorWithPadding, which
+    gets the row ids as ints) on real text, shuffled, lr=1e-12 and no dropout: the model does not move,
+    so each row's loss must equal its loss in one forward pass."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from hf_d2prune.builtin import load_builtin
+    from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
+    from hf_d2prune.dynamics.trainer import _RowsWithIds
+
+    path = _packaged_minilm()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    sms = load_builtin("sms_spam").select(range(40))
+    encoded = sms.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=48), batched=True)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with torch.no_grad():
+        inputs = tokenizer(list(sms["text"]), truncation=True, max_length=48, padding=True, return_tensors="pt")
+        expected = torch.nn.functional.cross_entropy(model(**inputs).logits, torch.tensor(list(sms["label"])),
+                                                     reduction="none").numpy()
+    args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=8,
+                             learning_rate=1e-12, report_to=[], save_strategy="no", logging_strategy="no",
+                             use_cpu=True, seed=3, disable_tqdm=True)
+    dynamics = DynamicsCallback(scores=["loss", "aum"])
+    trainer = DynamicsTrainer(model=model, args=args, train_dataset=add_row_ids(encoded), processing_class=tokenizer,
+                              dynamics=dynamics)
+    assert isinstance(trainer.get_train_dataloader().dataset, _RowsWithIds)
+    trainer.train()
+    out = dynamics.to_dataset(sms)
+    assert out.column_names == sms.column_names + ["loss", "aum"]
+    np.testing.assert_allclose(np.asarray(out["loss"]), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_processor_path_trains_an_image_classifier_on_real_images():
     """A transformers image classifier with its image processor on real digit images."""
     import datasets
