@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError, InvalidValuesError
-from .recorder import DynamicsRecorder, StagingBuffer
+from ..validation import check_positive_int
+from .recorder import DynamicsRecorder, StagingGroup
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ class _EpochStage:
     buffer, the *chunk*, which is folded into the recorder when the next epoch no longer fits
     and at the end of training: a fold costs a fixed tens of microseconds (a few hundred right
     after a training step), so a small dataset's epochs are folded several at a time. An epoch
-    larger than the ring is folded ring by ring. Both buffers hold ``flush_rows`` rows.
+    larger than the ring is folded ring by ring. The chunk holds ``flush_rows`` rows, the ring as
+    many whole batches as fit in them.
 
     The common step — of training, or of the eval pass (``eval_pass=True``): logits alone, a
     full batch (or the epoch's short last one), of the dtype the ring was made for — is staged
@@ -142,9 +144,9 @@ class _EpochStage:
 
     def __init__(self, recorder: DynamicsRecorder, labels: np.ndarray, batch_size: int = 1):
         self.recorder, self.labels, self.batch_size = recorder, labels, batch_size
-        self.capacity = max(batch_size, recorder.flush_rows // batch_size * batch_size)  # of the ring
-        self.ring = (StagingBuffer(True, self.capacity), StagingBuffer(True, self.capacity))  # logits, norms
-        self.chunk = (StagingBuffer(True, recorder.flush_rows), StagingBuffer(True, recorder.flush_rows))
+        # logits and GraNd's norms; the ring holds whole batches
+        self.ring = StagingGroup((True, True), max(batch_size, recorder.flush_rows // batch_size * batch_size))
+        self.chunk = StagingGroup((True, True), recorder.flush_rows)
         self.parked: list[tuple[int, np.ndarray]] = []  # (epoch, row ids) of the epochs in the chunk, in order
         self.parked_rows = 0
         self.ids, self.epoch = np.zeros(0, dtype=np.int64), 0
@@ -159,7 +161,7 @@ class _EpochStage:
     def start(self, epoch: int, ids: np.ndarray) -> list:
         """Begin an epoch whose batches bring the rows ``ids`` in this order; returns :attr:`slots`."""
         self.epoch, self.ids, self.done, self.filled, self._aligned = epoch, ids, 0, 0, True
-        ring, norms = (st.buffer for st in self.ring)
+        ring, norms = self.ring.buffers
         (cached_ring, cached_norms, cached_rows), first = self._first_plan
         if not (ring is not None and ring is cached_ring and norms is cached_norms and cached_rows == len(ids)):
             self.slots = [None] * -(-len(ids) // self.batch_size)
@@ -172,26 +174,26 @@ class _EpochStage:
 
     def _plan_state(self) -> tuple:
         """What the slots depend on besides the epoch: the ring's buffers, the rows folded, the alignment."""
-        return self.ring[0].buffer, self.ring[1].buffer, self.done, self._aligned
+        return (*self.ring.buffers, self.done, self._aligned)
 
     def _still_planned(self) -> bool:
         """Whether the slots were planned for the ring's present state."""
         ring, norms, done, aligned = self._planned_for
-        return ring is self.ring[0].buffer and norms is self.ring[1].buffer and (done, aligned) == (
-            self.done, self._aligned)
+        now_ring, now_norms = self.ring.buffers
+        return ring is now_ring and norms is now_norms and (done, aligned) == (self.done, self._aligned)
 
     def _plan(self, first: int) -> None:
         """Point the slots of the steps from ``first`` to the end of the ring at their rows (in
         place: the loop holds the list); the step that starts the next ring keeps None, so that
         :meth:`add` folds the full ring before it is reused."""
-        ring, slots, size = self.ring[0].buffer, self.slots, self.batch_size
+        (ring, norms), slots, size, capacity = self.ring.buffers, self.slots, self.batch_size, self.ring.capacity
         self._planned_for = self._plan_state()
-        if ring is None or self.ring[1].buffer is not None or not self._aligned:
+        if ring is None or norms is not None or not self._aligned:
             slots[first:] = [None] * (len(slots) - first)
             return
         for step in range(first, len(slots)):
             offset = step * size - self.done
-            if offset >= self.capacity or (offset == 0 and step > 0):
+            if offset >= capacity or (offset == 0 and step > 0):
                 break
             rows = min(size, len(self.ids) - step * size)
             slots[step] = ring[offset:offset + rows]
@@ -202,16 +204,13 @@ class _EpochStage:
             self.filled = min(step * self.batch_size, len(self.ids)) - self.done
         size = len(logits)
         parts = (logits, norms)
-        layouts = [None if p is None else st.layout_of(p) for st, p in zip(self.ring, parts)]
-        if size > self.capacity - self.filled or not all(
-                st.fits(layout) for st, layout in zip(self.ring, layouts) if layout is not None):
+        layouts = self.ring.layouts(parts)
+        if not self.ring.fits(layouts, self.filled, size):
             self._fold_ring()
-        if size >= self.capacity:  # fills the ring or more: fold it at once
+        if size >= self.ring.capacity:  # fills the ring or more: fold it at once
             self._fold(logits, norms)
         else:
-            for st, part, layout in zip(self.ring, parts, layouts):
-                if part is not None:
-                    st.put(part, self.filled, self.filled + size, layout)
+            self.ring.put(parts, layouts, self.filled)
             self.filled += size
         if step is None or (size != self.batch_size and (step + 1) * self.batch_size < len(self.ids)):
             self._aligned = False  # later steps of this epoch are placed by their own add()
@@ -230,15 +229,12 @@ class _EpochStage:
         if self.done:  # the epoch did not fit in the ring: its last rows go the same way
             self._fold_ring()
             return
-        parts = [None if ring.buffer is None else ring.buffer[:self.filled] for ring in self.ring]
-        layouts = [None if part is None else st.layout_of(part) for st, part in zip(self.chunk, parts)]
-        if self.filled > self.chunk[0].capacity - self.parked_rows or not all(
-                st.fits(layout) for st, layout in zip(self.chunk, layouts) if layout is not None):
+        parts = self.ring.head(self.filled)
+        layouts = self.chunk.layouts(parts)
+        if not self.chunk.fits(layouts, self.parked_rows, self.filled):
             self._fold_parked()  # full, or this epoch came in another dtype or device
         ids = self._epoch_rows(0, self.filled)
-        for st, part, layout in zip(self.chunk, parts, layouts):
-            if part is not None:
-                st.put(part, self.parked_rows, self.parked_rows + self.filled, layout)
+        self.chunk.put(parts, layouts, self.parked_rows)
         self.parked.append((self.epoch, ids))
         self.parked_rows += self.filled
         self.filled = 0
@@ -253,14 +249,14 @@ class _EpochStage:
         if self.parked:
             ids = np.concatenate([rows for _, rows in self.parked])
             epochs = np.repeat([epoch for epoch, _ in self.parked], [len(rows) for _, rows in self.parked])
-            logits, norms = (None if st.buffer is None else st.buffer[:self.parked_rows] for st in self.chunk)
+            logits, norms = self.chunk.head(self.parked_rows)
             self.parked, self.parked_rows = [], 0
             self._fold(logits, norms, ids, epochs)
 
     def _fold_ring(self) -> None:
         """Fold the ring's rows of this epoch (after the parked epochs, which come first)."""
         if self.filled:
-            logits, norms = (None if st.buffer is None else st.buffer[:self.filled] for st in self.ring)
+            logits, norms = self.ring.head(self.filled)
             self._fold(logits, norms)
             self.filled = 0
 
@@ -374,6 +370,8 @@ def fit_and_record(
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    epochs = check_positive_int(epochs, "epochs")
+    batch_size = check_positive_int(batch_size, "batch_size")
     accelerator = accelerator or default_accelerator()
     set_seed(seed)
     if optimizer is None:

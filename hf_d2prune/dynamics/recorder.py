@@ -129,6 +129,40 @@ class StagingBuffer:
         return _numpy(self.buffer[start:stop], self.floating)
 
 
+class StagingGroup:
+    """The fields of consecutive batches (row ids, logits, labels, features; or logits and GraNd's
+    norms) staged side by side, one :class:`StagingBuffer` each, all of ``capacity`` rows. A part
+    a batch does not bring is None, and its buffer is left as it is."""
+
+    def __init__(self, floating: Sequence[bool], capacity: int):
+        self.fields = tuple(StagingBuffer(f, capacity) for f in floating)
+        self.capacity = capacity
+
+    @property
+    def buffers(self) -> tuple:
+        """Each field's buffer (None until a batch brought that field)."""
+        return tuple(f.buffer for f in self.fields)
+
+    def layouts(self, parts: Sequence[Any]) -> list:
+        """The layout of each part of a batch (None for a part it does not bring)."""
+        return [None if p is None else f.layout_of(p) for f, p in zip(self.fields, parts)]
+
+    def fits(self, layouts: Sequence[Any], start: int, size: int) -> bool:
+        """Whether ``size`` rows of ``layouts`` can be staged at row ``start``, beside what is staged."""
+        return start + size <= self.capacity and all(
+            f.fits(layout) for f, layout in zip(self.fields, layouts) if layout is not None)
+
+    def put(self, parts: Sequence[Any], layouts: Sequence[Any], start: int) -> None:
+        """Copy each part into its buffer from row ``start`` (call :meth:`fits` first)."""
+        for f, part, layout in zip(self.fields, parts, layouts):
+            if part is not None:
+                f.put(part, start, start + len(part), layout)
+
+    def head(self, stop: int) -> tuple:
+        """Rows 0..stop of each field, views of the buffers (None for a field never staged)."""
+        return tuple(None if f.buffer is None else f.buffer[:stop] for f in self.fields)
+
+
 class DynamicsRecorder:
     """Accumulates training-dynamics scores online, one batch at a time.
 
@@ -166,7 +200,7 @@ class DynamicsRecorder:
         if flush_rows is None:
             flush_rows = max(8192, _BUFFER_BYTES // (4 * self.num_classes))
         self.flush_rows = check_positive_int(flush_rows, "flush_rows")
-        self._staging = [StagingBuffer(floating, self.flush_rows) for floating in (False, True, False, True)]
+        self._staging = StagingGroup((False, True, False, True), self.flush_rows)  # rows, logits, labels, features
         self._segments: list[list[int]] = []  # [epoch, start, stop, checked] runs of staged rows
         self._prevalidated = False  # True inside prevalidated(): the fold skips the id / label checks
         self._final_epoch: Optional[int] = None  # see set_final_epoch()
@@ -223,14 +257,11 @@ class DynamicsRecorder:
         if size >= self.flush_rows:  # fills the buffer or more: fold it at once, without staging
             self._fold_now([(epoch, 0, size, _checked)], fields)
             return
-        layouts = [None if v is None else f.layout_of(v) for f, v in zip(self._staging, fields)]
-        if self._staged + size > self.flush_rows or not all(
-                f.fits(layout) for f, layout in zip(self._staging, layouts) if layout is not None):
+        layouts = self._staging.layouts(fields)
+        if not self._staging.fits(layouts, self._staged, size):
             self.flush()
         start = self._staged
-        for field, values, layout in zip(self._staging, fields, layouts):
-            if values is not None:
-                field.put(values, start, start + size, layout)
+        self._staging.put(fields, layouts, start)
         self._staged = start + size
         if self._segments and self._segments[-1][0] == epoch and self._segments[-1][3] == _checked:
             self._segments[-1][2] = self._staged
@@ -289,13 +320,13 @@ class DynamicsRecorder:
 
     def _fold_now(self, segments: list, fields: tuple) -> None:
         self.flush()
-        self._fold(segments, *(None if v is None else _numpy(v, f.floating) for f, v in zip(self._staging, fields)))
+        self._fold(segments, *(None if v is None else _numpy(v, f.floating) for f, v in zip(self._staging.fields, fields)))
 
     def flush(self) -> None:
         """Fold the staged batches into the per-row state."""
         segments, self._segments, staged, self._staged = self._segments, [], self._staged, 0
         if segments:
-            rows, logits, labels, features = self._staging
+            rows, logits, labels, features = self._staging.fields
             self._fold(segments, rows.take(0, staged), logits.take(0, staged), labels.take(0, staged),
                        features.take(0, staged) if self.needs_features else None)
 
@@ -351,7 +382,7 @@ class DynamicsRecorder:
         values the final epoch would overwrite. A training loop that runs a fixed number of epochs
         over the same rows calls it once before training.
         """
-        self._final_epoch = int(epoch)
+        self._final_epoch = check_positive_int(epoch, "epoch", minimum=0)
 
     @contextlib.contextmanager
     def prevalidated(self):

@@ -4,12 +4,11 @@ A callback alone cannot see per-example logits, so the hook is a small ``Trainer
 overrides ``compute_loss``: it pops a row-id column from the batch, lets the parent compute
 the loss and outputs, gathers (row ids, logits, labels) across processes with
 ``accelerator.gather_for_metrics`` (when there are several) and feeds the callback's
-:class:`DynamicsRecorder`. The
-row-id column is added to the model's signature columns, so it survives
-``remove_unused_columns=True``. With the Trainer's own collators and samplers the dataloader reads
-the ids once, as an array, and hands each row its id as an int (fetching the column with every
-batch costs ``datasets`` a tensor or a Python object per row). Evaluation batches (model in eval
-mode) are not recorded.
+:class:`DynamicsRecorder`. The row-id column is added to the model's signature columns, so it
+survives ``remove_unused_columns=True``. With the Trainer's own collators and samplers the
+dataloader reads the ids once, as an array, and hands each row its id as an int (fetching the
+column with every batch costs ``datasets`` a tensor or a Python object per row). Evaluation
+batches (model in eval mode) are not recorded.
 
 Example:
     >>> from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids   # doctest: +SKIP
