@@ -131,17 +131,23 @@ def test_recording_does_not_change_training_and_recorder_none_trains_without_it(
     assert recorder.seen().all() and not np.isnan(recorder.results()["aum"]).any()
 
 
-def stage_like_the_loop(stage, slots, step, logits) -> bool:
+def stage_like_the_loop(stage, slots, step, logits, norms=None) -> bool:
     """Stage one step as fit_and_record's loop does (inline there, for speed): into the step's slot
-    when it takes the batch as it is, through add() otherwise. True for the slot."""
+    (and norm slot, with GraNd's norms) when it takes the batch as it is, through add() otherwise.
+    True for the slots."""
     slot = slots[step] if step < len(slots) else None
-    if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
+    norm_slot = stage.norm_slots[step] if slot is not None else None
+    if (slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape
+            and (norms is None or (norm_slot is not None and norms.dtype is stage.norm_dtype))):
         slot.copy_(logits)
+        if norms is not None:
+            norm_slot.copy_(norms)
         return True
-    stage.add(logits, None, step)
+    stage.add(logits, norms, step)
     return False
 
 
+@pytest.mark.parametrize("grand", [False, True])
 @pytest.mark.parametrize("protocol", ["loop", "add"])
 @pytest.mark.parametrize("sizes, dtypes, flush_rows", [
     # 20 > the 16-row buffer: fed at once; dtypes change between batches; a short batch mid-epoch
@@ -151,19 +157,21 @@ def stage_like_the_loop(stage, slots, step, logits) -> bool:
     # epochs of 73 rows: a chunk spans epochs, and the short last batch is staged into its slot
     ([7] * 10 + [3], [torch.float32] * 11, 200),
 ])
-def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring(sizes, dtypes, flush_rows, protocol):
+def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring(sizes, dtypes, flush_rows, protocol,
+                                                                          grand):
     """The loop's staging (one copy per batch, folded per chunk) equals feeding the recorder per batch,
     through chunk boundaries, chunks that span epochs, and batches that change dtype or arrive bigger
     than the buffer. "loop" stages as fit_and_record does: into the epoch's slots where the step has
-    one, through add(step) otherwise; "add" calls add() for every batch."""
+    one, through add(step) otherwise; "add" calls add() for every batch. With ``grand`` every batch
+    also brings its feature norms, staged beside the logits."""
     from hf_d2prune.dynamics.loop import _EpochStage
 
     rng = np.random.default_rng(0)
     n, classes = sum(sizes), 4
     labels = rng.integers(0, classes, n)
-    scores = ["aum", "forgetting", "el2n", "entropy", "variability"]
-    staged = DynamicsRecorder(n, classes, scores, flush_rows=flush_rows, el2n_epochs=3)
-    direct = DynamicsRecorder(n, classes, scores, flush_rows=flush_rows, el2n_epochs=3)
+    scores = ["aum", "forgetting", "el2n", "entropy", "variability"] + (["grand"] if grand else [])
+    staged = DynamicsRecorder(n, classes, scores, flush_rows=flush_rows, el2n_epochs=3, grand_epochs=3)
+    direct = DynamicsRecorder(n, classes, scores, flush_rows=flush_rows, el2n_epochs=3, grand_epochs=3)
     stage = _EpochStage(staged, labels, batch_size=7)
     fast = 0
     for epoch in range(3):
@@ -172,12 +180,13 @@ def test_epoch_stage_feeds_the_recorder_exactly_whatever_the_batches_bring(sizes
         start = 0
         for step, (size, dtype) in enumerate(zip(sizes, dtypes)):
             logits = torch.from_numpy(rng.normal(size=(size, classes)) * 3).to(dtype)
+            norms = torch.from_numpy(rng.uniform(1, 5, size=(size, 1))).to(dtype) if grand else None
             if protocol == "add":
-                stage.add(logits)
+                stage.add(logits, norms)
             else:
-                fast += stage_like_the_loop(stage, slots, step, logits)
+                fast += stage_like_the_loop(stage, slots, step, logits, norms)
             ids = order[start:start + size]
-            direct.update(ids, logits.double(), labels[ids], epoch)
+            direct.update(ids, logits.double(), labels[ids], epoch, None if norms is None else norms.double())
             start += size
         stage.end_epoch(len(sizes))
     stage.hand_over()
@@ -315,6 +324,30 @@ def test_match_steps_gives_a_subset_epoch_as_many_steps_as_a_full_one(digits):
     assert forced["subset_batch_size"] == 6
     with pytest.raises(InvalidParameterError, match="match_steps"):
         train_dynamics(digits, Head(), scores=["aum"], match_steps="yes", **kwargs)
+
+
+def test_grand_steps_are_staged_into_slots_and_score_the_penultimate_features(digits, monkeypatch):
+    """With GraNd every step also stages its feature norms; like the logits they go into the ring's
+    slots (only the first batch, which makes the ring, goes through add()), and the score is the
+    last layer's gradient norm ‖p − y‖·sqrt(‖h‖² + 1) of the first epoch's forward passes."""
+    from hf_d2prune.dynamics.loop import _EpochStage
+
+    calls = []
+    original = _EpochStage.add
+    monkeypatch.setattr(_EpochStage, "add", lambda self, *args: calls.append(args[-1]) or original(self, *args))
+    labels = np.asarray(digits["label"])
+    pixels = torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32)
+    model = Head()
+    recorder = DynamicsRecorder(len(digits), 10, ["grand"])
+    fit_and_record(model, lambda ids: pixels[ids], labels, np.arange(len(digits)), recorder, epochs=2, batch_size=64,
+                   lr=1e-12, shuffle=False, progress=False)  # a step too small to change the model
+    assert calls == [0]  # 2 epochs of 29 steps
+    with torch.no_grad():
+        features = model.body(pixels)
+        probs = torch.softmax(model.out(features), dim=1)
+    error = torch.linalg.vector_norm(probs - torch.nn.functional.one_hot(torch.from_numpy(labels), 10), dim=1)
+    expected = error * torch.sqrt(torch.linalg.vector_norm(features, dim=1) ** 2 + 1)
+    np.testing.assert_allclose(recorder.results()["grand"], expected.numpy(), rtol=1e-4)
 
 
 def test_eval_pass_records_the_end_of_epoch_model(digits, monkeypatch):

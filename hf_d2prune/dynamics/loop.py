@@ -132,14 +132,14 @@ class _EpochStage:
     larger than the ring is folded ring by ring. The chunk holds ``flush_rows`` rows, the ring as
     many whole batches as fit in them.
 
-    The common step — of training, or of the eval pass (``eval_pass=True``): logits alone, a
-    full batch (or the epoch's short last one), of the dtype the ring was made for — is staged
-    by the loop itself with one copy into :attr:`slots`, views of the ring, one per step, the
-    same every epoch. A call per step costs a few microseconds, which show on models whose step
-    takes under a millisecond. Every other step goes through :meth:`add`: the first batch (which
-    makes the ring), the first after a full ring (folded first), a change of dtype, GraNd's
-    norms, a short batch before the last. A batch on another device is staged correctly by the
-    copy itself.
+    The common step — of training, or of the eval pass (``eval_pass=True``): a full batch (or
+    the epoch's short last one), of the dtypes the ring was made for — is staged by the loop
+    itself with one copy into :attr:`slots`, views of the ring, one per step, the same every
+    epoch (and, for GraNd, one more of the feature norms into :attr:`norm_slots`). A call per
+    step costs a few microseconds, which show on models whose step takes under a millisecond.
+    Every other step goes through :meth:`add`: the first batch (which makes the ring), the
+    first after a full ring (folded first), a change of dtype, a short batch before the last.
+    A batch on another device is staged correctly by the copy itself.
     """
 
     def __init__(self, recorder: DynamicsRecorder, labels: np.ndarray, batch_size: int = 1):
@@ -153,22 +153,27 @@ class _EpochStage:
         self.filled = 0  # rows in the ring (exact outside the steps staged into slots)
         self.done = 0  # rows of this epoch already folded
         self.slots: list[Optional[torch.Tensor]] = []  # step → its view of the ring, or None
+        self.norm_slots: list[Optional[torch.Tensor]] = []  # step → its view of the norms' ring, or None
         self.slot_dtype: Optional[torch.dtype] = None  # the logits' dtype the slots take as they are
+        self.norm_dtype: Optional[torch.dtype] = None  # the norms' dtype the norm slots take as they are
         self._aligned = True  # every step so far this epoch brought a full batch: step k sits at k·batch − done
-        self._first_plan: tuple[tuple, list] = ((None, None, -1), [])  # ((ring, norms ring, rows), first slots)
+        # ((ring, norms ring, rows), the first slots, the first norm slots)
+        self._first_plan: tuple[tuple, list, list] = ((None, None, -1), [], [])
         self._planned_for: tuple = (None, None, -1, False)  # _plan_state() when the slots were last planned
 
     def start(self, epoch: int, ids: np.ndarray) -> list:
-        """Begin an epoch whose batches bring the rows ``ids`` in this order; returns :attr:`slots`."""
+        """Begin an epoch whose batches bring the rows ``ids`` in this order; returns :attr:`slots`
+        (:attr:`norm_slots` is planned beside it)."""
         self.epoch, self.ids, self.done, self.filled, self._aligned = epoch, ids, 0, 0, True
         ring, norms = self.ring.buffers
-        (cached_ring, cached_norms, cached_rows), first = self._first_plan
+        (cached_ring, cached_norms, cached_rows), first, first_norms = self._first_plan
         if not (ring is not None and ring is cached_ring and norms is cached_norms and cached_rows == len(ids)):
-            self.slots = [None] * -(-len(ids) // self.batch_size)
+            steps = -(-len(ids) // self.batch_size)
+            self.slots, self.norm_slots = [None] * steps, [None] * steps
             self._plan(0)
-            first = list(self.slots)
-            self._first_plan = ((ring, norms, len(ids)), first)
-        self.slots = list(first)
+            first, first_norms = list(self.slots), list(self.norm_slots)
+            self._first_plan = ((ring, norms, len(ids)), first, first_norms)
+        self.slots, self.norm_slots = list(first), list(first_norms)
         self._planned_for = self._plan_state()
         return self.slots
 
@@ -183,13 +188,14 @@ class _EpochStage:
         return ring is now_ring and norms is now_norms and (done, aligned) == (self.done, self._aligned)
 
     def _plan(self, first: int) -> None:
-        """Point the slots of the steps from ``first`` to the end of the ring at their rows (in
-        place: the loop holds the list); the step that starts the next ring keeps None, so that
-        :meth:`add` folds the full ring before it is reused."""
+        """Point the slots (and norm slots) of the steps from ``first`` to the end of the ring at
+        their rows (in place: the loop holds the lists); the step that starts the next ring keeps
+        None, so that :meth:`add` folds the full ring before it is reused."""
         (ring, norms), slots, size, capacity = self.ring.buffers, self.slots, self.batch_size, self.ring.capacity
+        norm_slots = self.norm_slots
         self._planned_for = self._plan_state()
-        if ring is None or norms is not None or not self._aligned:
-            slots[first:] = [None] * (len(slots) - first)
+        slots[first:] = norm_slots[first:] = [None] * (len(slots) - first)
+        if ring is None or not self._aligned:
             return
         for step in range(first, len(slots)):
             offset = step * size - self.done
@@ -197,6 +203,8 @@ class _EpochStage:
                 break
             rows = min(size, len(self.ids) - step * size)
             slots[step] = ring[offset:offset + rows]
+            if norms is not None:
+                norm_slots[step] = norms[offset:offset + rows]
 
     def add(self, logits: torch.Tensor, norms: Optional[torch.Tensor] = None, step: Optional[int] = None) -> None:
         """Stage the batch of ``step`` (its rows are the next ``len(logits)`` ids of the epoch)."""
@@ -214,7 +222,7 @@ class _EpochStage:
             self.filled += size
         if step is None or (size != self.batch_size and (step + 1) * self.batch_size < len(self.ids)):
             self._aligned = False  # later steps of this epoch are placed by their own add()
-        self.slot_dtype = logits.dtype
+        self.slot_dtype, self.norm_dtype = logits.dtype, None if norms is None else norms.dtype
         if step is not None and not self._still_planned():
             self._plan(step + 1)  # only when the ring, the rows folded or the alignment changed: the
             # steps of GraNd all come here, and replanning each would be O(steps²)
@@ -410,38 +418,47 @@ def fit_and_record(
         recorder.set_final_epoch(epochs - 1)  # every row is fed in every epoch
         stage = _EpochStage(recorder, labels, batch_size)
 
-    def record(batch: dict, logits: torch.Tensor, epoch: int, step: int) -> None:
+    def feature_norms(rows: int) -> Optional[torch.Tensor]:
+        # GraNd needs only ‖h‖: stage (or gather) a (B, 1) norm rather than the (B, H) features.
+        return None if tap is None else torch.linalg.vector_norm(tap.value.reshape(rows, -1), dim=1, keepdim=True)
+
+    def record(batch: dict, logits: torch.Tensor, epoch: int) -> None:
+        """Feed one batch, gathered across processes by row id (when the steps are not staged)."""
         if recorder is None:
             return
-        norms = None
-        if tap is not None:
-            # GraNd needs only ‖h‖: gather a (B, 1) norm rather than the (B, H) features.
-            norms = tap.value.reshape(len(logits), -1).norm(dim=1, keepdim=True)
-        if stage is not None:
-            stage.add(logits.detach(), norms, step)
-            return
+        norms = feature_norms(len(logits))
         parts = [batch["row_ids"], logits.detach(), batch["labels"]] + ([norms] if norms is not None else [])
         gathered = accelerator.gather_for_metrics(tuple(parts))
         recorder.update(gathered[0], gathered[1], gathered[2], epoch, gathered[3] if tap is not None else None)
 
-    logits_only = stage is not None and tap is None  # the common case: staged here, no call a step
-
     def run_pass(epoch: int, passing: Any, order: Optional[np.ndarray], records: bool, trains: bool) -> None:
         """One pass over the loader ``passing`` (whose batches bring the rows ``order``): record its
         logits when ``records``, take an optimizer step per batch when ``trains``."""
-        slots = stage.start(epoch, order) if records and stage is not None else []
+        staged = records and stage is not None
+        slots = stage.start(epoch, order) if staged else []
+        norm_slots = stage.norm_slots if staged else []
         planned, step = len(slots), 0
         for batch in passing:
             logits = model_logits(call_model(model, batch["inputs"]))
-            if records:  # reads the logits; the step below does not change them
-                if logits_only:
-                    slot = slots[step] if step < planned else None
+            if staged:  # one copy (two with GraNd's norms) into the step's slots, no call; reads the
+                # logits, which the step below does not change
+                slot = slots[step] if step < planned else None
+                if tap is None:
                     if slot is not None and logits.dtype is stage.slot_dtype and logits.shape == slot.shape:
                         slot.copy_(logits.detach())
                     else:
                         stage.add(logits.detach(), None, step)
                 else:
-                    record(batch, logits, epoch, step)
+                    norms = feature_norms(len(logits))
+                    norm_slot = norm_slots[step] if slot is not None else None
+                    if (norm_slot is not None and logits.dtype is stage.slot_dtype and norms.dtype is stage.norm_dtype
+                            and logits.shape == slot.shape):
+                        slot.copy_(logits.detach())
+                        norm_slot.copy_(norms)
+                    else:
+                        stage.add(logits.detach(), norms, step)
+            elif records:
+                record(batch, logits, epoch)
             if trains:
                 loss = F.cross_entropy(logits, batch["labels"])
                 accelerator.backward(loss)
