@@ -1,5 +1,6 @@
 """Record dynamics with a DynamicsTrainer on digits and save the scores: `python this.py OUT.npz`,
-or under torchrun.
+or under torchrun. `python this.py OUT.npz accumulate` instead trains 682 rows (the last batch of
+an epoch is padded out) with 2 gradient-accumulation steps and saves how often each row was recorded.
 
 Used by tests/test_dynamics_training.py to compare 1 and 2 processes (gloo on CPU). Each process
 takes batch_size / P rows of every global batch of 64 (sequential sampling: the same global
@@ -27,25 +28,29 @@ from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids  
 SCORES = ["forgetting", "aum", "el2n", "entropy", "margin", "confidence", "variability", "tdds"]
 
 
-def main(path: str) -> None:
+def main(path: str, accumulate: bool = False) -> None:
     from transformers import TrainingArguments
 
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    ds = digits_dataset(flip_fraction=0.1)[0].select(range(640))
+    ds = digits_dataset(flip_fraction=0.1)[0].select(range(682 if accumulate else 640))
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(), num_train_epochs=4, per_device_train_batch_size=64 // processes,
+        output_dir=tempfile.mkdtemp(), num_train_epochs=2 if accumulate else 4,
+        per_device_train_batch_size=(32 if accumulate else 64) // processes,
+        gradient_accumulation_steps=2 if accumulate else 1,
         learning_rate=3e-3, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
         optim="adamw_torch", train_sampling_strategy="sequential", report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, ddp_find_unused_parameters=False,
     )
-    dynamics = DynamicsCallback(scores=SCORES, tdds_window=3)
+    dynamics = DynamicsCallback(scores=SCORES, tdds_window=2 if accumulate else 3)
     trainer = DynamicsTrainer(model=Head(), args=args, train_dataset=add_row_ids(ds).with_format("torch"),
                               dynamics=dynamics)
     trainer.train()
     out = dynamics.results()
+    if accumulate:  # presentations of each row (AUM's count)
+        out = {"presentations": dynamics.recorder.families[SCORES.index("aum")].seen}
     if int(os.environ.get("RANK", "0")) == 0:
         np.savez(path, processes=np.array(trainer.accelerator.num_processes), **out)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], accumulate=sys.argv[2:] == ["accumulate"])

@@ -469,6 +469,22 @@ def test_two_processes_give_the_same_scores_as_one(tmp_path, script_name, port):
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
+def test_two_processes_with_gradient_accumulation_record_every_row_once_an_epoch(tmp_path):
+    """682 rows, 2 processes × 16 rows × 2 accumulation steps: the epoch's last batch is padded out with
+    rows from its start. Every real row is recorded once an epoch; none of the accumulation step's
+    other batch is cut (which gather_for_metrics would do: the Trainer fetches the step's batches
+    ahead, past the dataloader's end)."""
+    script = Path(__file__).with_name("dist_trainer_script.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "accumulate.npz"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
+                    str(script), str(out), "accumulate"], check=True, env=env, timeout=170)
+    saved = np.load(out)
+    assert int(saved["processes"]) == 2
+    np.testing.assert_array_equal(saved["presentations"], np.full(682, 2))
+
+
 def test_trainer_dataloader_hands_each_row_its_id_from_the_column_read_once(digits, tmp_path):
     """With the Trainer's own collator and sampler the dataloader's rows get their ids as ints from
     the row-id column read once — the column's values, not the positions (here the dataset was

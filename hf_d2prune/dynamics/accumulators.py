@@ -281,7 +281,18 @@ class ScoreFamily(abc.ABC):
 
     def state_arrays(self) -> list[np.ndarray]:
         """Every per-row array this family keeps (for memory accounting)."""
-        return [v for v in vars(self).values() if isinstance(v, np.ndarray)]
+        return list(self.state_dict().values())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The family's state by name (views, not copies): its arrays, and the arrays of its dicts
+        of arrays as ``"<dict>.<key>"``."""
+        state: dict[str, np.ndarray] = {}
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                state[name] = value
+            elif isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+                state.update({f"{name}.{key}": array for key, array in value.items()})
+        return state
 
 
 class Forgetting(ScoreFamily):
@@ -290,8 +301,10 @@ class Forgetting(ScoreFamily):
     A forgetting event is a presentation where the row is misclassified after having been
     classified correctly at its previous presentation. Stored ``forgetting`` = number of events;
     a row never classified correctly gets its number of presentations (more than any learnt row
-    can have, so it ranks hardest, as the authors treat unlearned rows). Natural direction:
-    high = hard/keep, stored as is.
+    presented as often can have — a learnt row has at most presentations − 1 events — so it
+    ranks hardest, as the authors treat unlearned rows; when rows are presented unequally often,
+    e.g. a run cut short by ``max_steps``, compare rows of equal presentations). Natural
+    direction: high = hard/keep, stored as is.
 
     State per row: previous correctness (bool), ever learned (bool), events and presentations (int32).
     """
@@ -367,6 +380,12 @@ class _EpochAverage(ScoreFamily):
         self._epochs = _epoch_set(self.options[self._option], self._option)
         self.total = np.zeros(n_rows, dtype=np.float64)
         self.seen = np.zeros(n_rows, dtype=np.int32)
+
+    @classmethod
+    def first_selected_epoch(cls, options: dict) -> int:
+        """The earliest 0-based epoch this family averages over (a run needs more epochs than it)."""
+        epochs = _epoch_set({**cls.OPTIONS, **options}[cls._option], cls._option)
+        return 0 if isinstance(epochs, int) else min(epochs)
 
     def _selected(self, epoch: int) -> bool:
         return epoch < self._epochs if isinstance(self._epochs, int) else epoch in self._epochs
@@ -467,9 +486,6 @@ class FinalPrediction(ScoreFamily):
     def results(self):
         return {name: values.copy() for name, values in self.last.items()}
 
-    def state_arrays(self):
-        return list(self.last.values())
-
 
 class Cartography(ScoreFamily):
     """Dataset cartography (Swayamdipta et al., EMNLP 2020).
@@ -520,7 +536,7 @@ def _window_option(options: dict, name: str, minimum: int = 2) -> int:
 
 
 class DynamicUncertainty(ScoreFamily):
-    """Dynamic Uncertainty (He et al., CVPR 2024 / arXiv 2306.05175).
+    """Dynamic Uncertainty (He et al. 2023, arXiv 2306.05175, "Large-scale dataset pruning with dynamic uncertainty").
 
     With P_k = p_y at presentation k (k = 0..T−1) and window J (``du_window``, default 10):
     U_k = unbiased std (ddof=1) of P_k..P_{k+J−1}, and DU = mean of U_k over k = 0..T−J−1 —

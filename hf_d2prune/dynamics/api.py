@@ -10,7 +10,7 @@ import numpy as np
 from ..arrays import require_columns
 from ..errors import ColumnTypeError, InvalidParameterError, InvalidValuesError
 from ..validation import check_fraction, check_positive_int, describe_rows
-from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_scores, required_epochs
+from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores
 
 logger = logging.getLogger(__name__)
 
@@ -256,13 +256,7 @@ def train_dynamics(
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     lr = check_fraction(lr, "lr", low=0.0, high=float("inf"), low_inclusive=False)
-    needed = required_epochs(names, score_options)
-    if epochs < needed:
-        windowed = [n for n in names if n in ("dynamic_uncertainty", "tdds")]
-        raise InvalidParameterError(
-            f"epochs={epochs} is too few for {', '.join(windowed) or 'these scores'}: at least {needed} epochs are "
-            f"needed (dynamic_uncertainty: du_window + 1, tdds: tdds_window); raise epochs or lower the window."
-        )
+    check_epochs(names, score_options, epochs)
     if subset is not None:
         subset = check_fraction(subset, "subset", low=0.0, high=1.0, low_inclusive=False, high_inclusive=True)
     if match_steps is not None and not isinstance(match_steps, bool):

@@ -11,7 +11,8 @@ from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import check_positive_int, describe_rows, nonfinite_rows
 from .accumulators import FAMILIES, Batch, ScoreFamily
 
-__all__ = ["DynamicsRecorder", "KNOWN_SCORES", "DEFAULT_SCORES", "SCORE_OPTIONS", "required_epochs", "check_scores"]
+__all__ = ["DynamicsRecorder", "KNOWN_SCORES", "DEFAULT_SCORES", "SCORE_OPTIONS", "required_epochs", "check_scores",
+           "check_epochs"]
 
 #: score name → the family class that computes it.
 KNOWN_SCORES: dict[str, type[ScoreFamily]] = {name: family for family in FAMILIES for name in family.SCORES}
@@ -52,6 +53,30 @@ def required_epochs(scores: "str | Iterable[str]", options: Optional[dict] = Non
     names = check_scores(scores, options)
     options = options or {}
     return max(KNOWN_SCORES[name].min_presentations(options) for name in names)
+
+
+def check_epochs(scores: "str | Iterable[str]", options: Optional[dict], epochs: int) -> None:
+    """Raise InvalidParameterError, before any training, when a run of ``epochs`` epochs would leave a
+    requested score NaN for every row: a window longer than the run, or an epoch-averaged score
+    (``el2n_epochs``, ``grand_epochs``) whose chosen epochs all come after it."""
+    names = check_scores(scores, options)
+    options = options or {}
+    needed = required_epochs(names, options)
+    if epochs < needed:
+        windowed = [n for n in names if KNOWN_SCORES[n].min_presentations(options) > epochs]
+        raise InvalidParameterError(
+            f"epochs={epochs} is too few for {', '.join(windowed)}: at least {needed} epochs are needed "
+            f"(dynamic_uncertainty: du_window + 1, tdds: tdds_window); raise epochs or lower the window."
+        )
+    for name in names:
+        family = KNOWN_SCORES[name]
+        first = getattr(family, "first_selected_epoch", None)
+        if first is not None and first(options) >= epochs:
+            option = family._option
+            raise InvalidParameterError(
+                f"{option}={options[option]!r} picks epochs the run of {epochs} epochs never reaches (0-based), so "
+                f"'{name}' would be NaN everywhere; pick epochs below {epochs} or train longer."
+            )
 
 
 def _numpy(values: Any, floating: bool) -> np.ndarray:
@@ -431,6 +456,70 @@ class DynamicsRecorder:
         """Boolean (n_rows,): rows presented at least once."""
         self.flush()
         return self._last_epoch >= 0
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The whole state, for a checkpoint: what is staged is folded first, then every per-row
+        array (copies) and, under ``"meta"``, a JSON string of the recorder's arguments.
+        :meth:`from_state_dict` makes a recorder that continues where this one stopped.
+
+        Example:
+            >>> rec = DynamicsRecorder(3, 2, ["aum"])
+            >>> rec.update([0, 1], np.array([[2.0, 0], [0, 1.0]]), [0, 0], epoch=0)
+            >>> again = DynamicsRecorder.from_state_dict(rec.state_dict())
+            >>> again.update([2], np.array([[0.0, 3.0]]), [1], epoch=0)
+            >>> again.results()["aum"]
+            array([-2.,  1., -3.], dtype=float32)
+        """
+        import json
+
+        self.flush()
+        state = {"last_epoch": self._last_epoch.copy()}
+        for index, family in enumerate(self.families):
+            state.update({f"{index}.{key}": array.copy() for key, array in family.state_dict().items()})
+        meta = {"format": 1, "n_rows": self.n_rows, "num_classes": self.num_classes, "scores": list(self.scores),
+                "score_options": self.score_options, "final_epoch": self._final_epoch}
+        try:
+            state["meta"] = np.array(json.dumps(meta))
+        except TypeError:
+            raise InvalidParameterError(f"score options {self.score_options} are not JSON values; pass ints, floats, "
+                                        f"bools or lists of ints to save a recorder.") from None
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: "dict[str, np.ndarray] | Any") -> "DynamicsRecorder":
+        """A recorder rebuilt from :meth:`state_dict` (or the archive :meth:`save` writes)."""
+        import json
+
+        if "meta" not in state:
+            raise InvalidValuesError("not a recorder's state: it has no 'meta' entry (write it with state_dict() or save()).")
+        meta = json.loads(str(np.asarray(state["meta"])))
+        recorder = cls(meta["n_rows"], meta["num_classes"], meta["scores"], **meta["score_options"])
+        expected = {"last_epoch": recorder._last_epoch}
+        for index, family in enumerate(recorder.families):
+            expected.update({f"{index}.{key}": array for key, array in family.state_dict().items()})
+        names = set(getattr(state, "files", None) or state.keys()) - {"meta"}
+        if names != set(expected):
+            raise InvalidValuesError(f"the saved state holds {sorted(names)} but a recorder of scores "
+                                     f"{list(recorder.scores)} keeps {sorted(expected)}; it was written by another version.")
+        for name, target in expected.items():
+            value = np.asarray(state[name])
+            if value.shape != target.shape or value.dtype != target.dtype:
+                raise InvalidValuesError(f"saved state '{name}' is {value.dtype}{list(value.shape)}, expected "
+                                         f"{target.dtype}{list(target.shape)}.")
+            np.copyto(target, value)
+        if meta.get("final_epoch") is not None:
+            recorder.set_final_epoch(meta["final_epoch"])
+        return recorder
+
+    def save(self, path: "str | Any") -> None:
+        """Write :meth:`state_dict` to ``path`` (a numpy ``.npz`` archive, no pickles)."""
+        np.savez(path, **self.state_dict())
+
+    @classmethod
+    def load(cls, path: "str | Any") -> "DynamicsRecorder":
+        """Read a recorder written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as archive:
+            return cls.from_state_dict(archive)
 
     def state_bytes_per_row(self) -> dict[str, float]:
         """Bytes of per-row state held for each score family (keyed by its scores, '+'-joined)."""

@@ -2,13 +2,20 @@
 
 A callback alone cannot see per-example logits, so the hook is a small ``Trainer`` mixin that
 overrides ``compute_loss``: it pops a row-id column from the batch, lets the parent compute
-the loss and outputs, gathers (row ids, logits, labels) across processes with
-``accelerator.gather_for_metrics`` (when there are several) and feeds the callback's
+the loss and outputs, gathers (row ids, logits, labels) across processes (when there are
+several; the padding rows that even out the last batch are dropped) and feeds the callback's
 :class:`DynamicsRecorder`. The row-id column is added to the model's signature columns, so it
 survives ``remove_unused_columns=True``. With the Trainer's own collators and samplers the
 dataloader reads the ids once, as an array, and hands each row its id as an int (fetching the
 column with every batch costs ``datasets`` a tensor or a Python object per row). Evaluation
 batches (model in eval mode) are not recorded.
+
+Checkpoints carry the recorder: every checkpoint the Trainer saves gets a ``d2_dynamics.npz``
+beside the model, and ``trainer.train(resume_from_checkpoint=...)`` continues recording from it,
+so a resumed run scores as the uninterrupted one. The first training batch is checked at once
+(ids and labels in range), and mistakes that would otherwise only show after training — no
+row-id column, the callback on a plain ``Trainer``, too few epochs for a score — raise before
+the first step.
 
 Example:
     >>> from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids   # doctest: +SKIP
@@ -23,7 +30,10 @@ For a Trainer subclass of your own (e.g. ``SFTTrainer``): ``with_dynamics(MyTrai
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -31,16 +41,56 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from ..errors import InvalidParameterError, InvalidValuesError
-from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_scores
+from ..validation import describe_rows
+from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores
 
-__all__ = ["ROW_ID_COLUMN", "add_row_ids", "DynamicsCallback", "DynamicsTrainerMixin", "DynamicsTrainer", "with_dynamics"]
+__all__ = ["ROW_ID_COLUMN", "DYNAMICS_FILE", "add_row_ids", "DynamicsCallback", "DynamicsTrainerMixin",
+           "DynamicsTrainer", "with_dynamics"]
+
+logger = logging.getLogger(__name__)
 
 ROW_ID_COLUMN = "d2_row_id"
+#: the file of a checkpoint folder that holds the recorder's state.
+DYNAMICS_FILE = "d2_dynamics.npz"
+
+
+def _read_ids(ds: Any, column: str) -> np.ndarray:
+    """The int64 values of ``ds[column]``, read as one numpy batch (not row by row)."""
+    return np.asarray(ds.select_columns([column]).with_format("numpy")[:][column], dtype=np.int64)
+
+
+def _check_ids(ids: np.ndarray, n_rows: int, column: str) -> None:
+    """Raise unless ``ids`` hold each of 0..n_rows−1 at most once."""
+    if len(ids) and (ids.min() < 0 or ids.max() >= n_rows):
+        bad = np.flatnonzero((ids < 0) | (ids >= n_rows))
+        raise InvalidValuesError(
+            f"column '{column}' holds ids outside [0, {n_rows}) in {describe_rows(bad)} (e.g. {ids[bad[0]]}): it was "
+            f"added before rows were dropped or split off. Add it again on the dataset you train on: "
+            f"add_row_ids(ds.remove_columns('{column}')).")
+    if len(np.unique(ids)) != len(ids):
+        raise InvalidValuesError(f"column '{column}' repeats ids; add it again on the dataset you train on: "
+                                 f"add_row_ids(ds.remove_columns('{column}')).")
 
 
 def add_row_ids(ds: Any, column: str = ROW_ID_COLUMN) -> Any:
-    """Return ``ds`` with an int64 column of row positions 0..n−1 (the ids the recorder keys on)."""
+    """Return ``ds`` with an int64 column of row positions 0..n−1 (the ids the recorder keys on).
+
+    A dataset that has the column already is returned as it is once its ids are checked to be
+    0..n−1 in some order (shuffling after ``add_row_ids`` keeps them valid; dropping or splitting
+    off rows does not: add the column again then).
+
+    Example:
+        >>> import datasets
+        >>> add_row_ids(datasets.Dataset.from_dict({"x": [5, 6, 7]}))["d2_row_id"]
+        [0, 1, 2]
+    """
+    if not hasattr(ds, "__len__") or getattr(ds, "column_names", None) is None:
+        raise InvalidParameterError(
+            f"add_row_ids needs a datasets.Dataset (it has a length); for an IterableDataset, add an int64 column "
+            f"'{column}' of 0..n−1 to the source dataset before .to_iterable_dataset() and pass "
+            f"DynamicsCallback(n_rows=n).")
     if column in ds.column_names:
+        _check_ids(_read_ids(ds, column), len(ds), column)
         return ds
     return ds.add_column(column, np.arange(len(ds), dtype=np.int64))
 
@@ -65,16 +115,84 @@ class DynamicsCallback(TrainerCallback):
         self.row_id_column = row_id_column
         self.recorder: Optional[DynamicsRecorder] = None
         self.epoch = 0
+        self.rows_this_epoch = 0  # rows recorded in this epoch (to drop the padding rows of its last batch)
+        self._attached = False  # set by DynamicsTrainerMixin: only its compute_loss feeds the callback
+        self._resume_from: Optional[str] = None  # the checkpoint folder train() resumes from
+        self._next_epoch = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self._attached:
+            raise InvalidParameterError(
+                "DynamicsCallback records only inside a DynamicsTrainer (or a with_dynamics(YourTrainer) class), "
+                "whose compute_loss hands it each batch's logits: pass it as DynamicsTrainer(..., dynamics=callback), "
+                "not in callbacks=[...] of a plain Trainer.")
+        epochs = state.num_train_epochs or int(math.ceil(args.num_train_epochs))
+        if 0 < epochs < 2 ** 31:  # an IterableDataset without a length runs "until max_steps"
+            check_epochs(self.scores, self.score_options, epochs)
+        if state.global_step > 0:  # resuming: continue from the recorder saved with the checkpoint
+            self._load(state)
+        else:
+            if self.recorder is not None:
+                logger.info("a new training run: the dynamics recorded by the previous one are replaced")
+            self.recorder, self.epoch, self.rows_this_epoch = None, 0, 0
+        self._next_epoch = self.epoch
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.epoch = int(math.floor(state.epoch + 1e-6)) if state.epoch else 0
+        # state.epoch counts epochs of a sized dataset (fractional mid-epoch); an IterableDataset's
+        # passes are counted by their beginnings
+        epoch = max(self._next_epoch, int(math.floor(state.epoch + 1e-6)) if state.epoch else 0)
+        if epoch != self.epoch:
+            self.rows_this_epoch = 0
+        self.epoch, self._next_epoch = epoch, epoch + 1
 
     def record(self, row_ids: Any, logits: Any, labels: Any) -> None:
+        """Feed one batch (of every process): its rows' ids, logits and labels."""
         if self.recorder is None:
             if self.n_rows is None:
                 raise InvalidParameterError("DynamicsCallback needs n_rows (the length of the training dataset).")
+            if logits.ndim != 2 or logits.shape[-1] < 2:
+                raise InvalidValuesError(
+                    f"the model returns logits of shape {tuple(logits.shape)}; dynamics need one logit per class "
+                    f"(B, C) with C >= 2 (a single-logit, regression or multi-label head has no per-class margin).")
             self.recorder = DynamicsRecorder(self.n_rows, int(logits.shape[-1]), self.scores, **self.score_options)
-        self.recorder.update(row_ids, logits, labels, self.epoch)
+            self.recorder.update(row_ids, logits, labels, self.epoch)
+            self.recorder.flush()  # check the first batch now (ids, labels), not after training
+        else:
+            self.recorder.update(row_ids, logits, labels, self.epoch)
+        self.rows_this_epoch += len(row_ids)
+
+    def save(self, folder: str) -> None:
+        """Write the recorder's state (with the epoch in progress) to ``folder``/``DYNAMICS_FILE``."""
+        if self.recorder is None:
+            return
+        state = {f"recorder.{key}": value for key, value in self.recorder.state_dict().items()}
+        os.makedirs(folder, exist_ok=True)
+        np.savez(os.path.join(folder, DYNAMICS_FILE), epoch=np.array(self.epoch),
+                 rows_this_epoch=np.array(self.rows_this_epoch), **state)
+
+    def _load(self, state: Any) -> None:
+        folder = self._resume_from
+        path = os.path.join(folder, DYNAMICS_FILE) if folder else None
+        if path is None or not os.path.isfile(path):
+            raise InvalidValuesError(
+                f"training resumes at step {state.global_step} from {folder or 'a checkpoint'}, which holds no "
+                f"{DYNAMICS_FILE}: the dynamics of the steps before it are lost and the scores would cover only "
+                f"the rest of the run. Resume from a checkpoint a DynamicsTrainer saved, or train from the start.")
+        with np.load(path, allow_pickle=False) as archive:
+            recorder = DynamicsRecorder.from_state_dict(
+                {key[len("recorder."):]: archive[key] for key in archive.files if key.startswith("recorder.")})
+            epoch, rows = int(archive["epoch"]), int(archive["rows_this_epoch"])
+        import json
+
+        options = json.loads(json.dumps(dict(self.score_options)))  # as the file holds them (lists, not tuples)
+        if (recorder.scores, recorder.score_options) != (self.scores, options) or (
+                self.n_rows is not None and recorder.n_rows != self.n_rows):
+            raise InvalidValuesError(
+                f"{path} holds scores {list(recorder.scores)} with options {recorder.score_options} for "
+                f"{recorder.n_rows} rows; this callback records {list(self.scores)} with {self.score_options} for "
+                f"{self.n_rows}. Resume with the callback the run started with.")
+        self.recorder, self.epoch, self.rows_this_epoch = recorder, epoch, rows
+        logger.info("resuming the dynamics recorded up to epoch %d from %s", epoch, path)
 
     def results(self) -> dict[str, np.ndarray]:
         """Score name → float32 array over the row ids (NaN for rows never trained on)."""
@@ -83,7 +201,12 @@ class DynamicsCallback(TrainerCallback):
         return self.recorder.results()
 
     def to_dataset(self, ds: Any) -> Any:
-        """Return ``ds`` (the dataset the row ids index) with one float32 column per score."""
+        """Return ``ds`` (the dataset you trained on) with one float32 column per score.
+
+        Each row gets the scores of its id in the row-id column, which is then dropped (so ``ds``
+        may be shuffled or sorted after :func:`add_row_ids`); without that column, row ``i`` gets
+        the scores of id ``i``.
+        """
         from ..namespace import _add_columns
         from ..provenance import with_step
 
@@ -93,10 +216,15 @@ class DynamicsCallback(TrainerCallback):
                 f"the dataset has {len(ds)} rows but the recorded row ids index {self.recorder.n_rows}; pass the "
                 f"dataset you trained on (row ids from add_row_ids)."
             )
-        columns = {name: values for name, values in results.items()}
+        columns = dict(results)
+        if self.row_id_column in ds.column_names:
+            ids = _read_ids(ds, self.row_id_column)
+            _check_ids(ids, self.recorder.n_rows, self.row_id_column)
+            columns = {name: values[ids] for name, values in results.items()}
+            ds = ds.remove_columns([self.row_id_column])
         params = {"scores": list(self.scores), "score_options": self.recorder.options, "epochs": self.epoch + 1}
-        out = _add_columns(ds.remove_columns([self.row_id_column]) if self.row_id_column in ds.column_names else ds,
-                           columns, ("hf_d2prune.trainer_dynamics", params, self.recorder.n_rows))
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for v in columns.values())).hexdigest()
+        out = _add_columns(ds, columns, ("hf_d2prune.trainer_dynamics", params, self.recorder.n_rows, digest))
         return with_step(out, {"step": "train_dynamics", "output": list(self.scores), "source": "transformers.Trainer", **params})
 
 
@@ -108,10 +236,37 @@ class DynamicsTrainerMixin:
 
     def __init__(self, *args: Any, dynamics: DynamicsCallback, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if not isinstance(dynamics, DynamicsCallback):
+            raise InvalidParameterError(f"dynamics must be a DynamicsCallback, got {type(dynamics).__name__}.")
         self.dynamics = dynamics
         if dynamics.n_rows is None and self.train_dataset is not None:
+            if not hasattr(self.train_dataset, "__len__"):
+                raise InvalidParameterError(
+                    "the training dataset has no length (an IterableDataset): pass DynamicsCallback(n_rows=...), "
+                    f"the number of rows its '{dynamics.row_id_column}' ids index.")
             dynamics.n_rows = len(self.train_dataset)
+        dynamics._attached = True
+        # rows an epoch presents (the ids may index a larger dataset: n_rows)
+        self._rows_per_epoch = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else dynamics.n_rows
         self.add_callback(dynamics)
+
+    def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
+        folder = resume_from_checkpoint
+        if folder is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            folder = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        self.dynamics._resume_from = folder if isinstance(folder, (str, os.PathLike)) else None
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _save_checkpoint(self, model: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
+        # the recorder goes into the checkpoint folder first, so that a push of the checkpoint takes it too
+        if self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            self.dynamics.save(folder)
+        super()._save_checkpoint(model, trial, *args, **kwargs)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -122,14 +277,20 @@ class DynamicsTrainerMixin:
         dataset = super()._remove_unused_columns(dataset, description=description)
         column = self.dynamics.row_id_column
         if column in dataset.column_names and _collates_plain_ids(self.data_collator) and _samples_by_index(self.args):
-            ids = dataset.select_columns([column]).with_format("numpy")[:][column]
-            return _RowsWithIds(dataset.remove_columns([column]), np.asarray(ids, dtype=np.int64), column)
+            ids = _read_ids(dataset, column)
+            if (description or "").lower() == "training":  # the ids the recorder keys on: check them before training
+                _check_ids(ids, self.dynamics.n_rows, column)
+            return _RowsWithIds(dataset.remove_columns([column]), ids, column)
         return dataset
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         row_ids = inputs.pop(self.dynamics.row_id_column, None)
-        if row_ids is None or not model.training:
+        if not model.training:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if row_ids is None:
+            raise InvalidValuesError(
+                f"the training batch has no '{self.dynamics.row_id_column}' column: add it to the training dataset "
+                f"with add_row_ids(train_dataset) (a data collator of your own must pass it through).")
         label_name = next((n for n in (self.label_names or []) if n in inputs), "labels")
         if label_name not in inputs:
             raise InvalidValuesError(f"the training batch has no '{label_name}'; dynamics need the labels.")
@@ -137,11 +298,42 @@ class DynamicsTrainerMixin:
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         from .loop import model_logits
 
-        logits = model_logits(outputs).detach()
-        if self.accelerator.num_processes > 1:  # every process's rows, the padding duplicates dropped
-            row_ids, logits, labels = self.accelerator.gather_for_metrics((row_ids, logits, labels))
+        if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and getattr(outputs[0], "ndim", None) == 0:
+            logits = model_logits(outputs[1])  # (loss, logits, ...) of a model that returns tuples
+        else:
+            logits = model_logits(outputs)
+        logits = logits.detach()
+        if self.accelerator.num_processes > 1:
+            row_ids, logits, labels = self._gathered(row_ids, logits, labels)
         self.dynamics.record(row_ids, logits, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def _gathered(self, row_ids: Any, logits: Any, labels: Any) -> tuple:
+        """Every process's rows of this batch, without the rows that only pad out the epoch's last batch.
+
+        Accelerate evens out the last batch of an epoch by repeating rows from the epoch's start and
+        puts the real rows first; they are the ones beyond the epoch's count of rows, counted here
+        (``gather_for_metrics`` would instead cut every batch fetched after the dataloader's last one,
+        which with gradient accumulation includes the other batches of the last accumulation step).
+        """
+        accelerator = self.accelerator
+        if not getattr(accelerator, "even_batches", True):  # shards may differ in size: pad, then drop the padding
+            row_ids = accelerator.pad_across_processes(row_ids, dim=0, pad_index=-1)
+            logits = accelerator.pad_across_processes(logits, dim=0)
+            labels = accelerator.pad_across_processes(labels, dim=0)
+        row_ids, logits, labels = accelerator.gather((row_ids, logits, labels))
+        if not getattr(accelerator, "even_batches", True):
+            keep = row_ids >= 0
+            row_ids, logits, labels = row_ids[keep], logits[keep], labels[keep]
+        excess = self.dynamics.rows_this_epoch + len(row_ids) - self._rows_per_epoch
+        if excess > 0:
+            real = len(row_ids) - excess
+            row_ids, logits, labels = row_ids[:real], logits[:real], labels[:real]
+        return row_ids, logits, labels
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = {key: value for key, value in inputs.items() if key != self.dynamics.row_id_column}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
 
 class _RowsWithIds(torch.utils.data.Dataset):

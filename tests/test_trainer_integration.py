@@ -1,0 +1,229 @@
+"""The transformers Trainer integration against what real runs do: checkpoints and resumes, the
+mistakes that must fail before training, tuple outputs, prediction, and row ids that must match."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hf_d2prune.dynamics import DynamicsCallback, DynamicsRecorder, DynamicsTrainer, add_row_ids, train_dynamics
+from hf_d2prune.dynamics.trainer import DYNAMICS_FILE
+from hf_d2prune.errors import InvalidParameterError, InvalidValuesError
+
+from test_dynamics_training import Head, digits_dataset
+
+torch.set_num_threads(1)
+
+SCORES = ["forgetting", "aum", "el2n", "entropy", "confidence", "variability", "tdds"]
+
+
+@pytest.fixture(scope="module")
+def digits640():
+    return digits_dataset(flip_fraction=0.1)[0].select(range(640))
+
+
+def arguments(folder, **overrides):
+    """Deterministic CPU runs: constant lr, no clipping, no weight decay, sequential order."""
+    from transformers import TrainingArguments
+
+    options = dict(output_dir=str(folder), num_train_epochs=4, per_device_train_batch_size=32, learning_rate=2e-3,
+                   lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, optim="adamw_torch",
+                   train_sampling_strategy="sequential", report_to=[], save_strategy="no", logging_strategy="no",
+                   use_cpu=True, seed=0, disable_tqdm=True)
+    options.update(overrides)
+    return TrainingArguments(**options)
+
+
+class TupleHead(Head):
+    """Head returning a (loss, logits) tuple, as transformers models do with return_dict=False."""
+
+    def forward(self, pixels, labels=None):
+        out = super().forward(pixels, labels)
+        return (out["loss"], out["logits"]) if labels is not None else (out["logits"],)
+
+
+@pytest.mark.parametrize("sampling, save", [("sequential", {"save_strategy": "steps", "save_steps": 30}),
+                                            ("random", {"save_strategy": "epoch"})],
+                         ids=["mid-epoch checkpoint", "shuffled, epoch checkpoint"])
+def test_a_run_resumed_from_a_checkpoint_scores_as_the_uninterrupted_run(digits640, tmp_path, sampling, save):
+    """Every checkpoint carries the recorder; a new Trainer resuming from one (model, optimizer, data
+    position and the dynamics so far) ends with the scores of the run that was never interrupted."""
+    import os
+
+    train = add_row_ids(digits640)
+    args = arguments(tmp_path, train_sampling_strategy=sampling, **save)
+    whole = DynamicsCallback(scores=SCORES, tdds_window=2)
+    DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=whole).train()
+    checkpoints = sorted((p for p in os.listdir(tmp_path) if p.startswith("checkpoint-")), key=lambda p: int(p.split("-")[1]))
+    assert all(os.path.isfile(tmp_path / p / DYNAMICS_FILE) for p in checkpoints)
+    resume_from = str(tmp_path / checkpoints[0])  # step 30 of 80: mid-epoch 1; or the end of epoch 0
+
+    resumed = DynamicsCallback(scores=SCORES, tdds_window=2)
+    DynamicsTrainer(model=Head(seed=5), args=args, train_dataset=train, dynamics=resumed).train(
+        resume_from_checkpoint=resume_from)
+    want, got = whole.results(), resumed.results()
+    for name in SCORES:
+        assert np.isfinite(got[name]).all(), name
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_resuming_from_a_checkpoint_without_dynamics_fails_before_training(digits640, tmp_path):
+    from transformers import Trainer
+
+    train = add_row_ids(digits640)
+    plain = Head()
+    Trainer(model=plain, args=arguments(tmp_path, num_train_epochs=1, save_strategy="epoch"), train_dataset=train).train()
+    model = Head()
+    trainer = DynamicsTrainer(model=model, args=arguments(tmp_path, num_train_epochs=2), train_dataset=train,
+                              dynamics=DynamicsCallback(scores=["aum"]))
+    with pytest.raises(InvalidValuesError, match=f"holds no {DYNAMICS_FILE}"):
+        trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 20  # the checkpoint's step: not one step further
+
+
+def test_a_second_train_call_records_a_fresh_run(digits640, tmp_path):
+    """train() again starts a new run: its scores replace the first run's (no 'presented twice')."""
+    train = add_row_ids(digits640)
+    dynamics = DynamicsCallback(scores=["aum", "forgetting"])
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=train,
+                              dynamics=dynamics)
+    trainer.train()
+    first = dynamics.results()["aum"]
+    trainer.train()
+    second = dynamics.results()["aum"]
+    assert np.isfinite(second).all() and not np.allclose(first, second)  # the model kept learning: new margins
+    assert dynamics.recorder.families[0].seen.max() == 2  # forgetting: 2 presentations, not 4
+
+
+def test_recorder_state_round_trips_through_a_file_mid_run(tmp_path):
+    rng = np.random.default_rng(0)
+    n, classes = 50, 4
+    options = dict(du_window=3, tdds_window=3, el2n_epochs=3, grand_epochs=2)
+    names = ["forgetting", "aum", "el2n", "grand", "entropy", "margin", "confidence", "dynamic_uncertainty", "tdds"]
+    whole, part = DynamicsRecorder(n, classes, names, **options), DynamicsRecorder(n, classes, names, **options)
+    for epoch in range(6):
+        order, logits = rng.permutation(n), rng.normal(size=(n, classes)) * 2
+        norms = rng.uniform(1, 3, (n, 1))
+        for start in range(0, n, 16):
+            ids = order[start:start + 16]
+            for recorder in (whole, part):
+                recorder.update(ids, logits[start:start + 16], ids % classes, epoch, norms[start:start + 16])
+            if (epoch, start) == (2, 16):  # mid-epoch, with rows staged
+                part.save(tmp_path / "state.npz")
+                part = DynamicsRecorder.load(tmp_path / "state.npz")
+    want, got = whole.results(), part.results()
+    for name in names:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    with pytest.raises(InvalidValuesError, match="no 'meta'"):
+        DynamicsRecorder.from_state_dict({"last_epoch": np.zeros(n, dtype=np.int32)})
+
+
+def test_the_callback_on_a_plain_trainer_fails_before_training(digits640, tmp_path):
+    from transformers import Trainer
+
+    model = Head()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = Trainer(model=model, args=arguments(tmp_path, num_train_epochs=1), train_dataset=add_row_ids(digits640),
+                      callbacks=[DynamicsCallback(scores=["aum"])])
+    with pytest.raises(InvalidParameterError, match="DynamicsTrainer"):
+        trainer.train()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_a_batch_without_row_ids_fails_at_the_first_step(digits640, tmp_path):
+    """A collator of the user's own that drops the id column: the first training step says so."""
+
+    def pixels_and_labels(rows):
+        return {"pixels": torch.tensor([r["pixels"] for r in rows]), "labels": torch.tensor([r["label"] for r in rows])}
+
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=1),
+                              train_dataset=add_row_ids(digits640), data_collator=pixels_and_labels,
+                              dynamics=DynamicsCallback(scores=["aum"]))
+    with pytest.raises(InvalidValuesError, match="no 'd2_row_id' column: add it .* add_row_ids"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_labels_out_of_range_fail_at_the_first_step_not_after_training(digits640, tmp_path):
+    """-100 (the 'ignore' label) passes the loss silently; the recorder checks the first batch at once."""
+    import datasets
+
+    labels = np.asarray(digits640["label"])
+    labels[3] = -100
+    train = add_row_ids(datasets.Dataset.from_dict({"pixels": np.asarray(digits640["pixels"]), "label": labels}))
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=train,
+                              dynamics=DynamicsCallback(scores=["aum"]))
+    with pytest.raises(InvalidValuesError, match=r"labels must lie in \[0, 10\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_too_few_epochs_for_a_score_fail_before_training(digits640, tmp_path):
+    model = Head()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = DynamicsTrainer(model=model, args=arguments(tmp_path, num_train_epochs=3), train_dataset=add_row_ids(digits640),
+                              dynamics=DynamicsCallback(scores=["aum", "dynamic_uncertainty"]))
+    with pytest.raises(InvalidParameterError, match="epochs=3 is too few for dynamic_uncertainty: at least 11"):
+        trainer.train()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    short = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=add_row_ids(digits640),
+                            dynamics=DynamicsCallback(scores=["el2n"], el2n_epochs=[5]))
+    with pytest.raises(InvalidParameterError, match=r"el2n_epochs=\[5\] picks epochs the run of 2 epochs never reaches"):
+        short.train()
+
+
+def test_train_dynamics_refuses_epoch_choices_the_run_never_reaches(digits640):
+    with pytest.raises(InvalidParameterError, match=r"el2n_epochs=\[19\] .* run of 10 epochs"):
+        train_dynamics(digits640, Head(), inputs="pixels", scores=["el2n"], el2n_epochs=[19], progress=False)
+
+
+def test_a_model_returning_tuples_records_its_logits_not_its_loss(digits640, tmp_path):
+    train = add_row_ids(digits640)
+    plain, tupled = DynamicsCallback(scores=["aum", "loss"]), DynamicsCallback(scores=["aum", "loss"])
+    DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=train, dynamics=plain).train()
+    DynamicsTrainer(model=TupleHead(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=train,
+                    dynamics=tupled).train()
+    for name in ("aum", "loss"):
+        np.testing.assert_allclose(tupled.results()[name], plain.results()[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_predict_on_rows_that_carry_ids_and_no_labels(digits640, tmp_path):
+    train = add_row_ids(digits640)
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=1), train_dataset=train,
+                              dynamics=DynamicsCallback(scores=["aum"]))
+    trainer.train()
+    unlabelled = train.remove_columns("label").select(range(40))
+    predictions = trainer.predict(unlabelled).predictions
+    with torch.no_grad():
+        expected = trainer.model(torch.tensor(np.asarray(unlabelled["pixels"]), dtype=torch.float32))["logits"]
+    np.testing.assert_allclose(predictions, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_row_ids_must_index_the_rows_trained_on(digits640, tmp_path):
+    """Ids added before a split no longer number the rows 0..n−1: add_row_ids and the Trainer say so
+    before training; ids of a dataset shuffled after add_row_ids stay valid."""
+    ids = add_row_ids(digits640)
+    assert add_row_ids(ids.shuffle(seed=0))["d2_row_id"] is not None  # a permutation: fine
+    split = ids.train_test_split(test_size=0.25, seed=0)["train"]
+    with pytest.raises(InvalidValuesError, match="add_row_ids\\(ds.remove_columns\\('d2_row_id'\\)\\)"):
+        add_row_ids(split)
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=1), train_dataset=split,
+                              dynamics=DynamicsCallback(scores=["aum"]))
+    with pytest.raises(InvalidValuesError, match="outside \\[0, 480\\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_to_dataset_follows_the_id_column_of_a_shuffled_dataset(digits640, tmp_path):
+    train = add_row_ids(digits640)
+    dynamics = DynamicsCallback(scores=["aum", "loss"])
+    DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=train,
+                    dynamics=dynamics).train()
+    in_order = dynamics.to_dataset(train)
+    shuffled = dynamics.to_dataset(train.shuffle(seed=3))
+    assert "d2_row_id" not in shuffled.column_names
+    by_pixels = {tuple(np.round(p, 4)): a for p, a in zip(np.asarray(in_order["pixels"]), np.asarray(in_order["aum"]))}
+    for pixels, aum in zip(np.asarray(shuffled["pixels"]), np.asarray(shuffled["aum"])):
+        assert by_pixels[tuple(np.round(pixels, 4))] == aum
+    assert shuffled._fingerprint != dynamics.to_dataset(train.shuffle(seed=4))._fingerprint
