@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -327,7 +327,7 @@ class D2Accessor:
         model: Any,
         *,
         label: str = "label",
-        inputs: Optional[str] = None,
+        inputs: "Optional[str | Sequence[str]]" = None,
         epochs: int = 10,
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -364,7 +364,8 @@ class D2Accessor:
                 ``collate_fn``, or fed a vector column such as ``embedding`` via ``inputs``).
                 Trained in place.
             label: class column (ClassLabel or integer ids).
-            inputs: the input column (default: the text/image column the model needs).
+            inputs: the input column(s) (default: ``"text"`` with a tokenizer, ``"image"`` with a
+                processor, every non-label column with ``collate_fn``, else ``"embedding"``).
             epochs, batch_size, lr, optimizer: the training run (``batch_size`` is global across
                 processes; ``optimizer`` defaults to AdamW(lr)).
             scores: which scores to compute (``hf_d2prune.dynamics.KNOWN_SCORES``).

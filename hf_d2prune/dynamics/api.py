@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any, Callable, Optional, Sequence
 
@@ -74,14 +75,33 @@ def _is_vector_column(feature: Any) -> bool:
         and (inner.dtype.startswith("float") or inner.dtype.startswith("int"))
 
 
-def _pixels(images: list) -> "Any":
-    """PIL images → float tensor (B, channels, H, W) in [0, 1] (grayscale keeps 1 channel)."""
+def _pixels(images: list, mode: str) -> "Any":
+    """PIL images → float tensor (B, channels, H, W) in [0, 1], each image converted to ``mode``
+    ("L": 1 channel, or "RGB"), so a dataset whose images differ in mode still stacks."""
     import torch
 
-    arrays = [np.asarray(img, dtype=np.float32) / 255.0 for img in images]
+    arrays = [np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.float32) / 255.0 for img in images]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ColumnTypeError(
+            f"the images of one batch differ in size ({', '.join(str(s[:2]) for s in sorted(shapes))}); the pixels "
+            f"path stacks them as they are: resize them first (ds.map), or pass processor= or collate_fn=.")
     batch = np.stack(arrays)
     batch = batch[:, None] if batch.ndim == 3 else batch.transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(batch))
+
+
+def _missing_rows(ds: Any, column: str) -> np.ndarray:
+    """Positions of the rows of ``ds`` whose ``column`` is None (free when the column has no nulls)."""
+    import pyarrow.compute as pc
+
+    values = ds.data.column(column)  # every row of the table under ds (a selection or shuffle maps into it)
+    if not values.null_count:
+        return np.zeros(0, dtype=np.int64)
+    null = np.asarray(pc.is_null(values))
+    if ds._indices is not None:
+        null = null[np.asarray(ds._indices.column(0))]
+    return np.flatnonzero(null)
 
 
 def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str, *, collate_fn: Optional[Callable],
@@ -108,7 +128,7 @@ def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str,
                 f"e.g. inputs='embedding' for a head on frozen embeddings (ds.d2.embed first)."
             )
     require_columns(ds, *columns)
-    source = ds.select_columns(columns)
+    source = ds.select_columns(columns)  # in the dataset's format: what a collate_fn gets
 
     if collate_fn is not None:
         return (lambda ids: collate_fn(source[ids.tolist()])), columns, "collate_fn"
@@ -116,12 +136,19 @@ def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str,
         raise InvalidParameterError(f"inputs={columns} names several columns; pass collate_fn= to combine them.")
     column = columns[0]
     feature = ds.features[column]
+    source = source.with_format(None)  # strings and PIL images, whatever format the dataset has
+    empty = _missing_rows(ds, column) if tokenizer is not None or processor is not None or isinstance(
+        feature, datasets.Image) else np.zeros(0, dtype=np.int64)
+    if empty.size:
+        raise InvalidValuesError(
+            f"column '{column}' is missing (None) in {describe_rows(empty)}; drop or fill those rows first "
+            f"(ds.filter(lambda row: row['{column}'] is not None)).")
     if tokenizer is not None:
         if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
             raise ColumnTypeError(f"column '{column}' holds {feature}; the tokenizer needs a text column (inputs='...').")
 
         def tokenize(ids: np.ndarray) -> Any:
-            texts = [t or "" for t in source[ids.tolist()][column]]
+            texts = source[ids.tolist()][column]
             return dict(tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
         return tokenize, columns, "tokenizer"
     if processor is not None:
@@ -130,7 +157,9 @@ def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str,
             return dict(processor(images=images, return_tensors="pt"))
         return process, columns, "processor"
     if isinstance(feature, datasets.Image):
-        return (lambda ids: _pixels(source[ids.tolist()][column])), columns, "pixels"
+        first = source[0][column]
+        mode = "L" if first.mode in ("1", "L", "I", "I;16", "F") else "RGB"  # grayscale stays 1 channel
+        return (lambda ids: _pixels(source[ids.tolist()][column], mode)), columns, "pixels"
     if _is_vector_column(feature) or isinstance(feature, (datasets.Array2D, datasets.Array3D)):
         if _is_vector_column(feature):
             matrix = torch.from_numpy(np.array(embedding_matrix(ds, column), dtype=np.float32))
@@ -215,8 +244,9 @@ def train_dynamics(
         seed: seeds torch, the subset and the per-epoch shuffles (deterministic on CPU).
         shuffle: reshuffle rows each epoch (``False``: dataset order, for comparisons).
         accelerator: an ``accelerate.Accelerator`` (default: one with ``split_batches=True``).
-        collate_fn: ``batch dict of lists (ds[ids] of the input columns) → model input`` (a tensor,
-            passed positionally, or a dict, passed as keyword arguments).
+        collate_fn: ``batch dict (ds[ids] of the input columns, in the dataset's format: lists
+            unless you set one) → model input`` (a tensor, passed positionally, or a dict, passed as
+            keyword arguments).
         tokenizer, processor: for transformers text / image models.
         max_length: tokenizer truncation length (default: the tokenizer's).
         eval_pass: record from a no-grad eval-mode pass after each epoch instead of the training
@@ -292,20 +322,21 @@ def train_dynamics(
     identity, model_name = _model_identity(model)
     was_training = model.training
     model.eval()
-    with torch.no_grad():  # probe: logits present, enough classes (eval mode: no state changes)
-        probe_ids = rows[:2]
-        device = next(model.parameters()).device
-        from accelerate.utils import send_to_device
+    try:
+        with torch.no_grad():  # probe: logits present, enough classes (eval mode: no state changes)
+            probe_ids = rows[:2]
+            device = next(model.parameters()).device
+            from accelerate.utils import send_to_device
 
-        try:
-            logits = model_logits(call_model(model, send_to_device(make_inputs(probe_ids), device)))
-        except RuntimeError as err:  # e.g. a Linear(384, C) head fed 64-d vectors: say which input
-            model.train(was_training)
-            raise InvalidParameterError(
-                f"the model cannot take inputs {input_columns} as built ({input_kind}): {str(err).splitlines()[0]}. "
-                f"Check that the model's input size matches the column, or pass collate_fn=."
-            ) from err
-    model.train(was_training)
+            try:
+                logits = model_logits(call_model(model, send_to_device(make_inputs(probe_ids), device)))
+            except RuntimeError as err:  # e.g. a Linear(384, C) head fed 64-d vectors: say which input
+                raise InvalidParameterError(
+                    f"the model cannot take inputs {input_columns} as built ({input_kind}): {str(err).splitlines()[0]}. "
+                    f"Check that the model's input size matches the column, or pass collate_fn=."
+                ) from err
+    finally:
+        model.train(was_training)
     width = int(logits.shape[1])
     if num_classes is not None and width != num_classes:
         raise InvalidParameterError(
@@ -341,7 +372,9 @@ def train_dynamics(
         "subset_batch_size": step_batch if subset is not None else None,
         "seed": seed, "shuffle": shuffle, "eval_pass": bool(eval_pass), "num_processes": accelerator.num_processes,
     }
-    out = _add_columns(ds, columns, ("hf_d2prune.train_dynamics", identity, params))
+    # the scores themselves: a tokenizer, collate_fn or optimizer of another run gives another fingerprint
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for v in columns.values())).hexdigest()
+    out = _add_columns(ds, columns, ("hf_d2prune.train_dynamics", identity, params, digest))
     return with_step(out, {
         "step": "train_dynamics", "output": list(names), "model": model_name, "model_class": type(model).__name__,
         "model_weights_hash": identity, "rows_trained": int(len(rows)), **params,

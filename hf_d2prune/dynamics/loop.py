@@ -373,13 +373,14 @@ def fit_and_record(
         progress: show a progress bar on the main process.
 
     Returns:
-        ``recorder``, fed.
+        ``recorder``, fed. The model is left in the mode (train or eval) it came in.
     """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
+    was_training = model.training
     accelerator = accelerator or default_accelerator()
     set_seed(seed)
     if optimizer is None:
@@ -487,5 +488,5 @@ def fit_and_record(
         bar.close()
         if tap is not None:
             tap.close()
-    model.eval()
+    model.train(was_training)
     return recorder
