@@ -116,3 +116,16 @@ def test_runs_that_score_differently_get_different_fingerprints(digits200):
     assert not np.allclose(np.asarray(one["aum"]), np.asarray(two["aum"]))
     assert one._fingerprint != two._fingerprint
     assert one._fingerprint == again._fingerprint  # deterministic: the same run, the same fingerprint
+
+
+def test_an_accelerator_that_accumulates_gradients_is_refused_before_training(digits200):
+    from accelerate import Accelerator
+
+    from hf_d2prune.errors import InvalidParameterError
+
+    model = Head()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(InvalidParameterError, match="accumulates gradients over 4 steps.*raise batch_size"):
+        train_dynamics(digits200, model, inputs="pixels", accelerator=Accelerator(cpu=True, gradient_accumulation_steps=4),
+                       progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

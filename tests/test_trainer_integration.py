@@ -227,3 +227,19 @@ def test_to_dataset_follows_the_id_column_of_a_shuffled_dataset(digits640, tmp_p
     for pixels, aum in zip(np.asarray(shuffled["pixels"]), np.asarray(shuffled["aum"])):
         assert by_pixels[tuple(np.round(pixels, 4))] == aum
     assert shuffled._fingerprint != dynamics.to_dataset(train.shuffle(seed=4))._fingerprint
+
+
+def test_an_iterable_dataset_records_each_pass_as_an_epoch(digits640, tmp_path):
+    """A streamed dataset has no length: the callback takes n_rows, and each pass over the stream
+    (the Trainer's "epoch" until max_steps) is recorded as its own epoch."""
+    train = add_row_ids(digits640).to_iterable_dataset()
+    with pytest.raises(InvalidParameterError, match="n_rows"):
+        DynamicsTrainer(model=Head(), args=arguments(tmp_path, max_steps=60), train_dataset=train,
+                        dynamics=DynamicsCallback(scores=["aum"]))
+    with pytest.raises(InvalidParameterError, match="IterableDataset"):
+        add_row_ids(train)
+    dynamics = DynamicsCallback(scores=["aum", "forgetting"], n_rows=640)
+    DynamicsTrainer(model=Head(), args=arguments(tmp_path, max_steps=60), train_dataset=train, dynamics=dynamics).train()
+    assert np.isfinite(dynamics.results()["aum"]).all()  # (results() folds what is staged)
+    presentations = dynamics.recorder.families[0].seen  # AUM's count; 60 steps of 32 rows = 3 passes over 640
+    np.testing.assert_array_equal(presentations, np.full(640, 3))

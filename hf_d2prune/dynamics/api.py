@@ -225,7 +225,8 @@ def train_dynamics(
         inputs: column(s) read for the model (default: ``"text"`` with a tokenizer, ``"image"``
             with a processor, every non-label column with ``collate_fn``, else ``"embedding"``).
         epochs: training epochs (at least what windowed scores need, see :func:`required_epochs`).
-        batch_size: global batch size (split across processes).
+        batch_size: global batch size, split across processes (with an ``accelerator`` of your own
+            that does not split batches, the batch of each process).
         lr: learning rate of the default AdamW (weight decay 0).
         optimizer: your own torch optimizer over ``model.parameters()`` instead.
         scores: names from :data:`KNOWN_SCORES` (default forgetting, aum, el2n, entropy).
@@ -301,6 +302,11 @@ def train_dynamics(
         from .loop import default_accelerator
 
         accelerator = default_accelerator()
+    if getattr(accelerator, "gradient_accumulation_steps", 1) > 1:
+        raise InvalidParameterError(
+            f"the accelerator accumulates gradients over {accelerator.gradient_accumulation_steps} steps, but "
+            f"train_dynamics takes an optimizer step every batch (each score is defined per step): pass an "
+            f"Accelerator without gradient_accumulation_steps and raise batch_size instead.")
     if accelerator.split_batches and batch_size % accelerator.num_processes:
         raise InvalidParameterError(
             f"batch_size={batch_size} must be a multiple of the {accelerator.num_processes} processes "
