@@ -267,8 +267,9 @@ class DynamicsRecorder:
                 their norms as they come, so the buffer holds one value per row.
 
         Raises:
-            InvalidValuesError: shapes disagree, ids or labels out of range, a row presented twice
-                in one epoch, non-finite logits (raised when the buffer is folded in).
+            InvalidValuesError: shapes disagree (at once); ids or labels out of range, a row
+                presented twice in one epoch, non-finite logits (when the buffer is folded in:
+                call :meth:`flush` to check what is staged now).
 
         Inside :meth:`prevalidated` the fold skips the id and label checks (about a third of its
         time); non-finite logits are always checked.
