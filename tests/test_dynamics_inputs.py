@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hf_d2prune.dynamics import train_dynamics
-from hf_d2prune.errors import InvalidValuesError
+from hf_d2prune.errors import ColumnTypeError, InvalidValuesError
 
 from test_dynamics_training import Head, _NoLogits, digits_dataset
 
@@ -129,3 +129,19 @@ def test_an_accelerator_that_accumulates_gradients_is_refused_before_training(di
         train_dynamics(digits200, model, inputs="pixels", accelerator=Accelerator(cpu=True, gradient_accumulation_steps=4),
                        progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_images_deeper_than_8_bits_are_refused_not_saturated():
+    """A 16-bit image has no 0-255 range: converting it to 8 bits would clip it to near-white."""
+    import datasets
+    from PIL import Image
+
+    deep = Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)  # mode I;16
+    assert deep.mode == "I;16"
+    for modes in (["I;16"] * 4, ["L", "L", "I;16", "L"]):
+        pictures = [deep if mode == "I;16" else Image.new("L", (8, 8), 7) for mode in modes]
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=2)})
+        images = datasets.Dataset.from_dict({"image": pictures, "label": [0, 1] * 2}, features=features)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+        with pytest.raises(ColumnTypeError, match="16-bit or float pixels"):
+            train_dynamics(images, model, inputs="image", epochs=1, batch_size=4, scores=["aum"], progress=False)

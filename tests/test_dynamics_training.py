@@ -470,19 +470,24 @@ def test_two_processes_give_the_same_scores_as_one(tmp_path, script_name, port):
 
 
 @pytest.mark.slow
-def test_two_processes_with_gradient_accumulation_record_every_row_once_an_epoch(tmp_path):
-    """682 rows, 2 processes × 16 rows × 2 accumulation steps: the epoch's last batch is padded out with
-    rows from its start. Every real row is recorded once an epoch; none of the accumulation step's
-    other batch is cut (which gather_for_metrics would do: the Trainer fetches the step's batches
-    ahead, past the dataloader's end)."""
+@pytest.mark.parametrize("mode, port, expected", [
+    ("accumulate", 29521, np.full(682, 2)),
+    ("stream", 29523, np.r_[np.full(639, 2), 0]),
+])
+def test_two_processes_record_every_row_once_an_epoch_without_the_padding(tmp_path, mode, port, expected):
+    """The last batch of an epoch is padded out with rows from its start; every real row is recorded
+    once an epoch. accumulate: 682 rows, 2 processes × 16 rows × 2 accumulation steps — none of the
+    accumulation step's other batch is cut (which gather_for_metrics would do: the Trainer fetches the
+    step's batches ahead, past the dataloader's end). stream: two passes over a stream of 639 rows
+    whose ids index 640 rows, so that no count of rows says where the padding starts."""
     script = Path(__file__).with_name("dist_trainer_script.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = tmp_path / "accumulate.npz"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
-                    str(script), str(out), "accumulate"], check=True, env=env, timeout=170)
+    out = tmp_path / f"{mode}.npz"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                    str(script), str(out), mode], check=True, env=env, timeout=170)
     saved = np.load(out)
     assert int(saved["processes"]) == 2
-    np.testing.assert_array_equal(saved["presentations"], np.full(682, 2))
+    np.testing.assert_array_equal(saved["presentations"], expected)
 
 
 def test_trainer_dataloader_hands_each_row_its_id_from_the_column_read_once(digits, tmp_path):

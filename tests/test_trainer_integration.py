@@ -101,7 +101,8 @@ def test_recorder_state_round_trips_through_a_file_mid_run(tmp_path):
     n, classes = 50, 4
     options = dict(du_window=3, tdds_window=3, el2n_epochs=3, grand_epochs=2)
     names = ["forgetting", "aum", "el2n", "grand", "entropy", "margin", "confidence", "dynamic_uncertainty", "tdds"]
-    whole, part = DynamicsRecorder(n, classes, names, **options), DynamicsRecorder(n, classes, names, **options)
+    whole = DynamicsRecorder(n, classes, names, **options)
+    part = DynamicsRecorder(n, classes, names, flush_rows=20, **options)
     for epoch in range(6):
         order, logits = rng.permutation(n), rng.normal(size=(n, classes)) * 2
         norms = rng.uniform(1, 3, (n, 1))
@@ -110,8 +111,9 @@ def test_recorder_state_round_trips_through_a_file_mid_run(tmp_path):
             for recorder in (whole, part):
                 recorder.update(ids, logits[start:start + 16], ids % classes, epoch, norms[start:start + 16])
             if (epoch, start) == (2, 16):  # mid-epoch, with rows staged
-                part.save(tmp_path / "state.npz")
-                part = DynamicsRecorder.load(tmp_path / "state.npz")
+                part.save(tmp_path / "state")  # the name as given, no ".npz" added
+                part = DynamicsRecorder.load(tmp_path / "state")
+                assert part.flush_rows == 20
     want, got = whole.results(), part.results()
     for name in names:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -146,13 +148,27 @@ def test_a_batch_without_row_ids_fails_at_the_first_step(digits640, tmp_path):
 
 
 def test_labels_out_of_range_fail_at_the_first_step_not_after_training(digits640, tmp_path):
-    """-100 (the 'ignore' label) passes the loss silently; the recorder checks the first batch at once."""
+    """-100 (the 'ignore' label) passes the loss silently. The labels read with the row ids are checked
+    against the logits at the first step, wherever the row is (here in the last batch); a collator of
+    the user's own that brings labels from elsewhere still has its first batch checked at once."""
     import datasets
 
     labels = np.asarray(digits640["label"])
-    labels[3] = -100
+    labels[600] = -100
     train = add_row_ids(datasets.Dataset.from_dict({"pixels": np.asarray(digits640["pixels"]), "label": labels}))
     trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=train,
+                              dynamics=DynamicsCallback(scores=["aum"]))
+    with pytest.raises(InvalidValuesError, match=r"column 'label' has labels outside \[0, 10\) .* 1 row \(first: 600\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+    def shifted(rows):  # an 'ignore' label from a collator: in no column
+        return {"pixels": torch.tensor([r["pixels"] for r in rows]),
+                "labels": torch.tensor([-100] + [r["label"] for r in rows[1:]]),
+                "d2_row_id": torch.tensor([r["d2_row_id"] for r in rows])}
+
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2, remove_unused_columns=False),
+                              train_dataset=add_row_ids(digits640), data_collator=shifted,
                               dynamics=DynamicsCallback(scores=["aum"]))
     with pytest.raises(InvalidValuesError, match=r"labels must lie in \[0, 10\)"):
         trainer.train()
@@ -243,3 +259,66 @@ def test_an_iterable_dataset_records_each_pass_as_an_epoch(digits640, tmp_path):
     assert np.isfinite(dynamics.results()["aum"]).all()  # (results() folds what is staged)
     presentations = dynamics.recorder.families[0].seen  # AUM's count; 60 steps of 32 rows = 3 passes over 640
     np.testing.assert_array_equal(presentations, np.full(640, 3))
+
+
+def test_resuming_a_stream_after_its_first_pass_is_refused(digits640, tmp_path):
+    """The Trainer restarts a stream from its first row on resume, whatever the epoch: the rows would
+    no longer match the epochs recorded, so a resume past the first pass raises."""
+    train = add_row_ids(digits640).to_iterable_dataset()
+    args = arguments(tmp_path, max_steps=50, save_strategy="steps", save_steps=25)
+    DynamicsTrainer(model=Head(), args=args, train_dataset=train,
+                    dynamics=DynamicsCallback(scores=["aum"], n_rows=640)).train()
+    resumed = DynamicsTrainer(model=Head(), args=args, train_dataset=train,
+                              dynamics=DynamicsCallback(scores=["aum"], n_rows=640))
+    with pytest.raises(InvalidValuesError, match="streamed dataset"):
+        resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-25"))  # step 25: in the second pass
+
+
+def test_the_callback_registered_twice_counts_each_epoch_once(digits640, tmp_path):
+    train = add_row_ids(digits640)
+    once, twice = (DynamicsCallback(scores=["el2n", "aum"], el2n_epochs=2) for _ in range(2))
+    DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=3), train_dataset=train, dynamics=once).train()
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=3), train_dataset=train,
+                              dynamics=twice, callbacks=[twice])
+    trainer.add_callback(twice)  # and once more: transformers only warns
+    trainer.train()
+    assert twice.epoch == once.epoch == 2
+    for name in ("el2n", "aum"):
+        np.testing.assert_array_equal(twice.results()[name], once.results()[name], err_msg=name)
+
+
+def test_options_given_as_numpy_values_or_defaults_save_and_resume(digits640, tmp_path):
+    """el2n_epochs=np.int64(2) is saved with every checkpoint (as JSON) and resumed by a callback that
+    says 2; a callback that spells out a default the first run left implicit resumes it too."""
+    train = add_row_ids(digits640)
+    args = arguments(tmp_path, num_train_epochs=3, save_strategy="epoch")
+    whole = DynamicsCallback(scores=["el2n", "aum"], el2n_epochs=np.int64(2))
+    DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=whole).train()
+    resumed = DynamicsCallback(scores=["el2n", "aum"], el2n_epochs=2)
+    DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=resumed).train(
+        resume_from_checkpoint=str(tmp_path / "checkpoint-20"))
+    np.testing.assert_allclose(resumed.results()["el2n"], whole.results()["el2n"], rtol=1e-5, atol=1e-6)
+
+    args = arguments(tmp_path / "b", num_train_epochs=2, save_strategy="epoch")
+    implicit = DynamicsCallback(scores=["el2n"])
+    DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=implicit).train()
+    spelled = DynamicsCallback(scores=["el2n"], el2n_epochs=10)  # the default
+    DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=spelled).train(
+        resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-20"))
+    np.testing.assert_allclose(spelled.results()["el2n"], implicit.results()["el2n"], rtol=1e-5, atol=1e-6)
+    other = DynamicsCallback(scores=["el2n"], el2n_epochs=1)
+    with pytest.raises(InvalidValuesError, match="Resume with the callback the run started with"):
+        DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=other).train(
+            resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-20"))
+
+
+def test_resuming_mid_epoch_with_ignore_data_skip_is_refused(digits640, tmp_path):
+    """ignore_data_skip replays the resumed epoch from its start: its first rows, recorded before the
+    checkpoint, would be presented twice."""
+    train = add_row_ids(digits640)
+    args = arguments(tmp_path, num_train_epochs=2, save_strategy="steps", save_steps=30)
+    DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=DynamicsCallback(scores=["aum"])).train()
+    skipping = arguments(tmp_path, num_train_epochs=2, ignore_data_skip=True)
+    with pytest.raises(InvalidValuesError, match="ignore_data_skip"):
+        DynamicsTrainer(model=Head(), args=skipping, train_dataset=train,
+                        dynamics=DynamicsCallback(scores=["aum"])).train(resume_from_checkpoint=str(tmp_path / "checkpoint-30"))

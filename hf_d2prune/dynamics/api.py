@@ -80,6 +80,11 @@ def _pixels(images: list, mode: str) -> "Any":
     ("L": 1 channel, or "RGB"), so a dataset whose images differ in mode still stacks."""
     import torch
 
+    deep = sorted({img.mode for img in images if _is_deep(img.mode)})
+    if deep:
+        raise ColumnTypeError(
+            f"images of mode {', '.join(deep)} (16-bit or float pixels) have no fixed 0-255 range to scale from; "
+            f"pass processor= or collate_fn= to turn them into model inputs.")
     arrays = [np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.float32) / 255.0 for img in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -102,6 +107,11 @@ def _missing_rows(ds: Any, column: str) -> np.ndarray:
     if ds._indices is not None:
         null = null[np.asarray(ds._indices.column(0))]
     return np.flatnonzero(null)
+
+
+def _is_deep(mode: str) -> bool:
+    """PIL modes of more than 8 bits per channel (I, I;16, I;16B, F, ...)."""
+    return mode.startswith("I") or mode.startswith("F")
 
 
 def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str, *, collate_fn: Optional[Callable],
@@ -158,7 +168,9 @@ def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str,
         return process, columns, "processor"
     if isinstance(feature, datasets.Image):
         first = source[0][column]
-        mode = "L" if first.mode in ("1", "L", "I", "I;16", "F") else "RGB"  # grayscale stays 1 channel
+        if _is_deep(first.mode):
+            _pixels([first], "L")  # raises, naming the mode
+        mode = "L" if first.mode in ("1", "L") else "RGB"  # grayscale stays 1 channel
         return (lambda ids: _pixels(source[ids.tolist()][column], mode)), columns, "pixels"
     if _is_vector_column(feature) or isinstance(feature, (datasets.Array2D, datasets.Array3D)):
         if _is_vector_column(feature):

@@ -425,7 +425,10 @@ def fit_and_record(
         return {"row_ids": torch.from_numpy(ids), "labels": labels_t[ids], "inputs": make_inputs(ids)}
 
     sampler = _EpochPermutation(len(rows), seed, shuffle)
-    single = accelerator.num_processes == 1
+    from accelerate.utils import DistributedType
+
+    # one plain process (no XLA / DeepSpeed engine, which need Accelerate's own dataloader)
+    single = accelerator.num_processes == 1 and accelerator.distributed_type == DistributedType.NO
     eval_loader = None
     if single:  # batches cut from the epoch's order, collated and placed by the loop itself
         model, optimizer = accelerator.prepare(model, optimizer)
@@ -446,8 +449,8 @@ def fit_and_record(
 
     tap = _FeatureTap(last_linear(accelerator.unwrap_model(model))) if recorder is not None and recorder.needs_features else None
 
-    # One process: stage the logits and feed the recorder per chunk (the batches come in the
-    # epoch's order). Several: gather each batch by row id across processes and feed it at once.
+    # One plain process: stage the logits and feed the recorder per chunk (the batches come in the
+    # epoch's order). Otherwise: gather each batch by row id across processes and feed it at once.
     stage = None
     if recorder is not None and single:
         recorder.check_epoch_rows(rows, labels)  # once, instead of at every fold

@@ -41,6 +41,25 @@ def check_scores(scores: "str | Iterable[str]", options: Optional[dict] = None) 
     return names
 
 
+def plain_options(options: Optional[dict]) -> dict[str, Any]:
+    """Score options as plain JSON values (numpy numbers → int / float / bool, any iterable of epochs
+    → a list, a set sorted), so that a run's options can be saved with its checkpoints and compared."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)):
+            return float(value)
+        if isinstance(value, (set, frozenset)):
+            return sorted(plain(v) for v in value)
+        if isinstance(value, (list, tuple, range, np.ndarray)):
+            return [plain(v) for v in value]
+        return value
+
+    return {key: plain(value) for key, value in (options or {}).items()}
+
+
 def required_epochs(scores: "str | Iterable[str]", options: Optional[dict] = None) -> int:
     """The fewest epochs after which every requested score is defined for a row seen each epoch.
 
@@ -232,7 +251,8 @@ class DynamicsRecorder:
         self._staged = 0
         self.n_rows = check_positive_int(n_rows, "n_rows")
         self.scores = check_scores(scores, score_options)
-        self.score_options = dict(score_options)
+        score_options = plain_options(score_options)
+        self.score_options = score_options
         by_family: dict[type, list[str]] = {}
         for name in self.scores:
             by_family.setdefault(KNOWN_SCORES[name], []).append(name)
@@ -441,8 +461,8 @@ class DynamicsRecorder:
             bad = rows[repeated] if repeated.any() else np.unique(rows[duplicated])
             raise InvalidValuesError(
                 f"{describe_rows(bad)} presented twice in epoch {epoch} (or epochs went backwards); "
-                f"feed each row at most once per epoch (with several processes, gather by row id "
-                f"with accelerator.gather_for_metrics, which drops the padding duplicates)."
+                f"feed each row at most once per epoch (with several processes, drop the rows that only "
+                f"pad out an epoch's last batch after gathering, as train_dynamics and DynamicsTrainer do)."
             )
 
     def results(self) -> dict[str, np.ndarray]:
@@ -478,7 +498,7 @@ class DynamicsRecorder:
         for index, family in enumerate(self.families):
             state.update({f"{index}.{key}": array.copy() for key, array in family.state_dict().items()})
         meta = {"format": 1, "n_rows": self.n_rows, "num_classes": self.num_classes, "scores": list(self.scores),
-                "score_options": self.score_options, "final_epoch": self._final_epoch}
+                "score_options": self.score_options, "final_epoch": self._final_epoch, "flush_rows": self.flush_rows}
         try:
             state["meta"] = np.array(json.dumps(meta))
         except TypeError:
@@ -494,7 +514,8 @@ class DynamicsRecorder:
         if "meta" not in state:
             raise InvalidValuesError("not a recorder's state: it has no 'meta' entry (write it with state_dict() or save()).")
         meta = json.loads(str(np.asarray(state["meta"])))
-        recorder = cls(meta["n_rows"], meta["num_classes"], meta["scores"], **meta["score_options"])
+        recorder = cls(meta["n_rows"], meta["num_classes"], meta["scores"], flush_rows=meta.get("flush_rows"),
+                       **meta["score_options"])
         expected = {"last_epoch": recorder._last_epoch}
         for index, family in enumerate(recorder.families):
             expected.update({f"{index}.{key}": array for key, array in family.state_dict().items()})
@@ -513,8 +534,10 @@ class DynamicsRecorder:
         return recorder
 
     def save(self, path: "str | Any") -> None:
-        """Write :meth:`state_dict` to ``path`` (a numpy ``.npz`` archive, no pickles)."""
-        np.savez(path, **self.state_dict())
+        """Write :meth:`state_dict` to ``path``, as it is named (a numpy ``.npz`` archive, no pickles)."""
+        state = self.state_dict()
+        with open(path, "wb") as file:
+            np.savez(file, **state)
 
     @classmethod
     def load(cls, path: "str | Any") -> "DynamicsRecorder":

@@ -42,7 +42,7 @@ from transformers import Trainer, TrainerCallback
 
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import describe_rows
-from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores
+from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores, plain_options
 
 __all__ = ["ROW_ID_COLUMN", "DYNAMICS_FILE", "add_row_ids", "DynamicsCallback", "DynamicsTrainerMixin",
            "DynamicsTrainer", "with_dynamics"]
@@ -110,7 +110,7 @@ class DynamicsCallback(TrainerCallback):
         self.scores = check_scores(scores, score_options)
         if "grand" in self.scores:
             raise InvalidParameterError("'grand' is not supported from a Trainer run (no penultimate features); use train_dynamics.")
-        self.score_options = score_options
+        self.score_options = plain_options(score_options)
         self.n_rows = n_rows
         self.row_id_column = row_id_column
         self.recorder: Optional[DynamicsRecorder] = None
@@ -119,6 +119,10 @@ class DynamicsCallback(TrainerCallback):
         self._attached = False  # set by DynamicsTrainerMixin: only its compute_loss feeds the callback
         self._resume_from: Optional[str] = None  # the checkpoint folder train() resumes from
         self._next_epoch = 0
+        self._began_at: Optional[int] = None  # global step of the last epoch beginning (one per epoch)
+        self._labels: Optional[tuple[np.ndarray, str]] = None  # the training labels, read once, and their column
+        self._presented: Optional[np.ndarray] = None  # rows of this epoch so far, for a stream's padding rows
+        self._stream = False  # the training dataset has no length (set by DynamicsTrainerMixin)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not self._attached:
@@ -130,19 +134,24 @@ class DynamicsCallback(TrainerCallback):
         if 0 < epochs < 2 ** 31:  # an IterableDataset without a length runs "until max_steps"
             check_epochs(self.scores, self.score_options, epochs)
         if state.global_step > 0:  # resuming: continue from the recorder saved with the checkpoint
-            self._load(state)
+            self._load(args, state)
         else:
             if self.recorder is not None:
                 logger.info("a new training run: the dynamics recorded by the previous one are replaced")
             self.recorder, self.epoch, self.rows_this_epoch = None, 0, 0
-        self._next_epoch = self.epoch
+        self._next_epoch, self._began_at = self.epoch, None
 
     def on_epoch_begin(self, args, state, control, **kwargs):
+        if self._began_at == state.global_step:  # the same beginning again (the callback registered twice)
+            return
+        self._began_at = state.global_step
         # state.epoch counts epochs of a sized dataset (fractional mid-epoch); an IterableDataset's
         # passes are counted by their beginnings
         epoch = max(self._next_epoch, int(math.floor(state.epoch + 1e-6)) if state.epoch else 0)
         if epoch != self.epoch:
             self.rows_this_epoch = 0
+            if self._presented is not None:
+                self._presented[:] = False
         self.epoch, self._next_epoch = epoch, epoch + 1
 
     def record(self, row_ids: Any, logits: Any, labels: Any) -> None:
@@ -154,7 +163,16 @@ class DynamicsCallback(TrainerCallback):
                 raise InvalidValuesError(
                     f"the model returns logits of shape {tuple(logits.shape)}; dynamics need one logit per class "
                     f"(B, C) with C >= 2 (a single-logit, regression or multi-label head has no per-class margin).")
-            self.recorder = DynamicsRecorder(self.n_rows, int(logits.shape[-1]), self.scores, **self.score_options)
+            classes = int(logits.shape[-1])
+            if self._labels is not None:  # every training label, read with the ids: check them all now
+                values, column = self._labels
+                bad = np.flatnonzero((values < 0) | (values >= classes))
+                if bad.size:
+                    raise InvalidValuesError(
+                        f"column '{column}' has labels outside [0, {classes}) (the model's {classes} logits) in "
+                        f"{describe_rows(bad)} (e.g. {values[bad[0]]}); drop those rows or build the model with "
+                        f"more labels.")
+            self.recorder = DynamicsRecorder(self.n_rows, classes, self.scores, **self.score_options)
             self.recorder.update(row_ids, logits, labels, self.epoch)
             self.recorder.flush()  # check the first batch now (ids, labels), not after training
         else:
@@ -170,7 +188,7 @@ class DynamicsCallback(TrainerCallback):
         np.savez(os.path.join(folder, DYNAMICS_FILE), epoch=np.array(self.epoch),
                  rows_this_epoch=np.array(self.rows_this_epoch), **state)
 
-    def _load(self, state: Any) -> None:
+    def _load(self, args: Any, state: Any) -> None:
         folder = self._resume_from
         path = os.path.join(folder, DYNAMICS_FILE) if folder else None
         if path is None or not os.path.isfile(path):
@@ -182,15 +200,24 @@ class DynamicsCallback(TrainerCallback):
             recorder = DynamicsRecorder.from_state_dict(
                 {key[len("recorder."):]: archive[key] for key in archive.files if key.startswith("recorder.")})
             epoch, rows = int(archive["epoch"]), int(archive["rows_this_epoch"])
-        import json
-
-        options = json.loads(json.dumps(dict(self.score_options)))  # as the file holds them (lists, not tuples)
-        if (recorder.scores, recorder.score_options) != (self.scores, options) or (
+        # the options in effect (defaults filled in): el2n_epochs=10 is the default, said or not
+        ours = DynamicsRecorder(1, recorder.num_classes, self.scores, **self.score_options).options
+        if (recorder.scores, recorder.options) != (self.scores, ours) or (
                 self.n_rows is not None and recorder.n_rows != self.n_rows):
             raise InvalidValuesError(
-                f"{path} holds scores {list(recorder.scores)} with options {recorder.score_options} for "
-                f"{recorder.n_rows} rows; this callback records {list(self.scores)} with {self.score_options} for "
+                f"{path} holds scores {list(recorder.scores)} with options {recorder.options} for "
+                f"{recorder.n_rows} rows; this callback records {list(self.scores)} with {ours} for "
                 f"{self.n_rows}. Resume with the callback the run started with.")
+        if self._stream and (epoch > 0 or rows):
+            raise InvalidValuesError(
+                f"training resumes at step {state.global_step} of a streamed dataset (no length), which the Trainer "
+                f"restarts from its first row: the rows it presents would no longer match the epochs recorded. "
+                f"Train a stream without interruption, or give the Trainer a datasets.Dataset.")
+        if getattr(args, "ignore_data_skip", False) and rows and epoch == int(math.floor(state.epoch + 1e-6)):
+            raise InvalidValuesError(
+                f"training resumes in the middle of epoch {epoch} with ignore_data_skip=True: the Trainer presents "
+                f"the epoch's first {rows} rows again, which were recorded before the checkpoint. Resume without "
+                f"ignore_data_skip (or from a checkpoint at the end of an epoch).")
         self.recorder, self.epoch, self.rows_this_epoch = recorder, epoch, rows
         logger.info("resuming the dynamics recorded up to epoch %d from %s", epoch, path)
 
@@ -228,6 +255,14 @@ class DynamicsCallback(TrainerCallback):
         return with_step(out, {"step": "train_dynamics", "output": list(self.scores), "source": "transformers.Trainer", **params})
 
 
+def _has_length(dataset: Any) -> bool:
+    try:
+        len(dataset)
+    except TypeError:
+        return False
+    return dataset is not None
+
+
 class DynamicsTrainerMixin:
     """Mixin for a ``transformers.Trainer`` class: records dynamics from every training batch.
 
@@ -246,9 +281,11 @@ class DynamicsTrainerMixin:
                     f"the number of rows its '{dynamics.row_id_column}' ids index.")
             dynamics.n_rows = len(self.train_dataset)
         dynamics._attached = True
-        # rows an epoch presents (the ids may index a larger dataset: n_rows)
-        self._rows_per_epoch = len(self.train_dataset) if hasattr(self.train_dataset, "__len__") else dynamics.n_rows
-        self.add_callback(dynamics)
+        # rows an epoch presents (the ids may index a larger dataset: n_rows); None for a stream
+        self._rows_per_epoch = len(self.train_dataset) if _has_length(self.train_dataset) else None
+        dynamics._stream = self._rows_per_epoch is None
+        if dynamics not in self.callback_handler.callbacks:  # passed in callbacks=[...] as well: once is enough
+            self.add_callback(dynamics)
 
     def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
         folder = resume_from_checkpoint
@@ -280,13 +317,26 @@ class DynamicsTrainerMixin:
             ids = _read_ids(dataset, column)
             if (description or "").lower() == "training":  # the ids the recorder keys on: check them before training
                 _check_ids(ids, self.dynamics.n_rows, column)
+                self._remember_labels(dataset)
             return _RowsWithIds(dataset.remove_columns([column]), ids, column)
+        if (description or "").lower() == "training" and column in dataset.column_names:
+            self._remember_labels(dataset)
         return dataset
+
+    def _remember_labels(self, dataset: Any) -> None:
+        """Read the training labels once, so that the first step checks them all against the logits."""
+        import pyarrow as pa
+
+        for name in [*(self.label_names or []), "labels", "label", "label_ids"]:
+            if name in dataset.column_names and pa.types.is_integer(dataset.data.schema.field(name).type):
+                self.dynamics._labels = (_read_ids(dataset, name), name)
+                return
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         row_ids = inputs.pop(self.dynamics.row_id_column, None)
         if not model.training:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, **extra)
         if row_ids is None:
             raise InvalidValuesError(
                 f"the training batch has no '{self.dynamics.row_id_column}' column: add it to the training dataset "
@@ -295,7 +345,9 @@ class DynamicsTrainerMixin:
         if label_name not in inputs:
             raise InvalidValuesError(f"the training batch has no '{label_name}'; dynamics need the labels.")
         labels = inputs[label_name]
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        # num_items_in_batch only where the Trainer passes it (transformers >= 4.46)
+        extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **extra)
         from .loop import model_logits
 
         if isinstance(outputs, (tuple, list)) and len(outputs) > 1 and getattr(outputs[0], "ndim", None) == 0:
@@ -325,11 +377,30 @@ class DynamicsTrainerMixin:
         if not getattr(accelerator, "even_batches", True):
             keep = row_ids >= 0
             row_ids, logits, labels = row_ids[keep], logits[keep], labels[keep]
+        if self._rows_per_epoch is None:  # a stream: its length is unknown, drop the rows seen this epoch
+            return self._first_presentations(row_ids, logits, labels)
         excess = self.dynamics.rows_this_epoch + len(row_ids) - self._rows_per_epoch
         if excess > 0:
             real = len(row_ids) - excess
             row_ids, logits, labels = row_ids[:real], logits[:real], labels[:real]
         return row_ids, logits, labels
+
+    def _first_presentations(self, row_ids: Any, logits: Any, labels: Any) -> tuple:
+        """The rows not yet recorded in this epoch (the padding of a stream's last batch repeats rows
+        from the pass's start). Reads the ids on the host: one synchronisation a step, streams only."""
+        dynamics = self.dynamics
+        if dynamics._presented is None:
+            dynamics._presented = np.zeros(dynamics.n_rows, dtype=bool)
+        ids = row_ids.detach().cpu().numpy().astype(np.int64)
+        _check_ids(np.unique(ids), dynamics.n_rows, dynamics.row_id_column)
+        first = np.zeros(len(ids), dtype=bool)
+        first[np.unique(ids, return_index=True)[1]] = True
+        keep = first & ~dynamics._presented[ids]
+        dynamics._presented[ids[keep]] = True
+        if keep.all():
+            return row_ids, logits, labels
+        mask = torch.from_numpy(keep).to(logits.device)
+        return row_ids[mask.to(row_ids.device)], logits[mask], labels[mask.to(labels.device)]
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = {key: value for key, value in inputs.items() if key != self.dynamics.row_id_column}
