@@ -275,12 +275,12 @@ class DynamicsTrainerMixin:
             raise InvalidParameterError(f"dynamics must be a DynamicsCallback, got {type(dynamics).__name__}.")
         self.dynamics = dynamics
         if dynamics.n_rows is None and self.train_dataset is not None:
-            if not hasattr(self.train_dataset, "__len__"):
+            if not _has_length(self.train_dataset):
                 raise InvalidParameterError(
                     "the training dataset has no length (an IterableDataset): pass DynamicsCallback(n_rows=...), "
                     f"the number of rows its '{dynamics.row_id_column}' ids index.")
             dynamics.n_rows = len(self.train_dataset)
-        dynamics._attached = True
+        dynamics._attached, dynamics._labels = True, None  # (labels are read with this Trainer's dataloader)
         # rows an epoch presents (the ids may index a larger dataset: n_rows); None for a stream
         self._rows_per_epoch = len(self.train_dataset) if _has_length(self.train_dataset) else None
         dynamics._stream = self._rows_per_epoch is None
