@@ -14,7 +14,7 @@ from .validation import check_finite, describe_rows
 if TYPE_CHECKING:
     import datasets
 
-__all__ = ["column_array", "embedding_blocks", "embedding_matrix", "require_columns"]
+__all__ = ["column_array", "embedding_blocks", "embedding_matrix", "missing_rows", "require_columns"]
 
 
 def require_columns(ds: "datasets.Dataset", *columns: str) -> None:
@@ -38,6 +38,19 @@ def _arrow_column(ds: "datasets.Dataset", column: str) -> pa.ChunkedArray:
     # `with_format("arrow")` applies any indices mapping (select/filter/shuffle) with one
     # vectorised `take`, so row i of the result is row i of the dataset.
     return ds.with_format("arrow", columns=[column])[:][column]
+
+
+def missing_rows(ds: "datasets.Dataset", column: str) -> np.ndarray:
+    """Positions of the rows of ``ds`` whose ``column`` is missing (None), without reading the column
+    when it has no nulls (the table's null count); a selection or shuffle of the table is followed
+    through its indices mapping, so even an image column is not copied."""
+    values = ds.data.column(column)  # every row of the table under ds
+    if not values.null_count:
+        return np.zeros(0, dtype=np.int64)
+    null = np.asarray(pc.is_null(values))
+    if ds._indices is not None:
+        null = null[np.asarray(ds._indices.column(0))]
+    return np.flatnonzero(null)
 
 
 def column_array(ds: "datasets.Dataset", column: str, *, dtype: "np.dtype | str | None" = None) -> np.ndarray:

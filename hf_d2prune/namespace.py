@@ -787,14 +787,12 @@ def _hash_or_name(obj: Any) -> str:
 
 
 def _check_no_missing(ds: Any, column: str) -> None:
-    import pyarrow.compute as pc
-
+    from .arrays import missing_rows
     from .errors import ColumnTypeError
     from .validation import describe_rows
 
-    arr = ds.with_format("arrow", columns=[column])[:][column]
-    if arr.null_count:
-        rows = np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))
+    rows = missing_rows(ds, column)
+    if rows.size:
         raise ColumnTypeError(f"column '{column}' has no image in {describe_rows(rows)}; drop those rows first (ds.filter).")
 
 

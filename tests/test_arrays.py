@@ -107,3 +107,13 @@ def test_float16_blocks_stay_float16():
     blocks = embedding_blocks(ds)
     assert blocks[0].dtype == np.float16
     np.testing.assert_array_equal(np.concatenate(blocks), X)
+
+
+def test_missing_rows_follow_selections_and_shuffles():
+    from hf_d2prune.arrays import missing_rows
+
+    ds = datasets.Dataset.from_dict({"text": ["a", None, "c", None, "e"], "n": [1, 2, 3, 4, 5]})
+    assert missing_rows(ds, "text").tolist() == [1, 3]
+    assert missing_rows(ds.select([4, 3, 0, 1]), "text").tolist() == [1, 3]
+    assert missing_rows(ds.select([0, 2]), "text").tolist() == []
+    assert missing_rows(ds, "n").tolist() == []

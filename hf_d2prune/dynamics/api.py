@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..arrays import require_columns
+from ..arrays import missing_rows, require_columns
 from ..errors import ColumnTypeError, InvalidParameterError, InvalidValuesError
 from ..validation import check_fraction, check_positive_int, describe_rows
 from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores
@@ -80,11 +79,7 @@ def _pixels(images: list, mode: str) -> "Any":
     ("L": 1 channel, or "RGB"), so a dataset whose images differ in mode still stacks."""
     import torch
 
-    deep = sorted({img.mode for img in images if _is_deep(img.mode)})
-    if deep:
-        raise ColumnTypeError(
-            f"images of mode {', '.join(deep)} (16-bit or float pixels) have no fixed 0-255 range to scale from; "
-            f"pass processor= or collate_fn= to turn them into model inputs.")
+    _refuse_deep(images)
     arrays = [np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.float32) / 255.0 for img in images]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -96,22 +91,13 @@ def _pixels(images: list, mode: str) -> "Any":
     return torch.from_numpy(np.ascontiguousarray(batch))
 
 
-def _missing_rows(ds: Any, column: str) -> np.ndarray:
-    """Positions of the rows of ``ds`` whose ``column`` is None (free when the column has no nulls)."""
-    import pyarrow.compute as pc
-
-    values = ds.data.column(column)  # every row of the table under ds (a selection or shuffle maps into it)
-    if not values.null_count:
-        return np.zeros(0, dtype=np.int64)
-    null = np.asarray(pc.is_null(values))
-    if ds._indices is not None:
-        null = null[np.asarray(ds._indices.column(0))]
-    return np.flatnonzero(null)
-
-
-def _is_deep(mode: str) -> bool:
-    """PIL modes of more than 8 bits per channel (I, I;16, I;16B, F, ...)."""
-    return mode.startswith("I") or mode.startswith("F")
+def _refuse_deep(images: list) -> None:
+    """Raise for images of more than 8 bits per channel (PIL modes I, I;16, I;16B, F, ...)."""
+    deep = sorted({img.mode for img in images if img.mode.startswith(("I", "F"))})
+    if deep:
+        raise ColumnTypeError(
+            f"images of mode {', '.join(deep)} (16-bit or float pixels) have no fixed 0-255 range to scale from; "
+            f"pass processor= or collate_fn= to turn them into model inputs.")
 
 
 def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str, *, collate_fn: Optional[Callable],
@@ -147,7 +133,7 @@ def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str,
     column = columns[0]
     feature = ds.features[column]
     source = source.with_format(None)  # strings and PIL images, whatever format the dataset has
-    empty = _missing_rows(ds, column) if tokenizer is not None or processor is not None or isinstance(
+    empty = missing_rows(ds, column) if tokenizer is not None or processor is not None or isinstance(
         feature, datasets.Image) else np.zeros(0, dtype=np.int64)
     if empty.size:
         raise InvalidValuesError(
@@ -168,8 +154,7 @@ def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str,
         return process, columns, "processor"
     if isinstance(feature, datasets.Image):
         first = source[0][column]
-        if _is_deep(first.mode):
-            _pixels([first], "L")  # raises, naming the mode
+        _refuse_deep([first])
         mode = "L" if first.mode in ("1", "L") else "RGB"  # grayscale stays 1 channel
         return (lambda ids: _pixels(source[ids.tolist()][column], mode)), columns, "pixels"
     if _is_vector_column(feature) or isinstance(feature, (datasets.Array2D, datasets.Array3D)):
@@ -390,9 +375,8 @@ def train_dynamics(
         "subset_batch_size": step_batch if subset is not None else None,
         "seed": seed, "shuffle": shuffle, "eval_pass": bool(eval_pass), "num_processes": accelerator.num_processes,
     }
-    # the scores themselves: a tokenizer, collate_fn or optimizer of another run gives another fingerprint
-    digest = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for v in columns.values())).hexdigest()
-    out = _add_columns(ds, columns, ("hf_d2prune.train_dynamics", identity, params, digest))
+    # with the scores themselves: a tokenizer, collate_fn or optimizer of another run gives another fingerprint
+    out = _add_columns(ds, columns, ("hf_d2prune.train_dynamics", identity, params, columns))
     return with_step(out, {
         "step": "train_dynamics", "output": list(names), "model": model_name, "model_class": type(model).__name__,
         "model_weights_hash": identity, "rows_trained": int(len(rows)), **params,

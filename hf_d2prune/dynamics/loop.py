@@ -406,7 +406,7 @@ def fit_and_record(
     Returns:
         ``recorder``, fed. The model is left in the mode (train or eval) it came in.
     """
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from tqdm.auto import tqdm
 
     epochs = check_positive_int(epochs, "epochs")
@@ -425,8 +425,6 @@ def fit_and_record(
         return {"row_ids": torch.from_numpy(ids), "labels": labels_t[ids], "inputs": make_inputs(ids)}
 
     sampler = _EpochPermutation(len(rows), seed, shuffle)
-    from accelerate.utils import DistributedType
-
     # one plain process (no XLA / DeepSpeed engine, which need Accelerate's own dataloader)
     single = accelerator.num_processes == 1 and accelerator.distributed_type == DistributedType.NO
     eval_loader = None

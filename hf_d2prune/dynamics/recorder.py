@@ -12,7 +12,7 @@ from ..validation import check_positive_int, describe_rows, nonfinite_rows
 from .accumulators import FAMILIES, Batch, ScoreFamily
 
 __all__ = ["DynamicsRecorder", "KNOWN_SCORES", "DEFAULT_SCORES", "SCORE_OPTIONS", "required_epochs", "check_scores",
-           "check_epochs"]
+           "check_epochs", "resolved_options"]
 
 #: score name → the family class that computes it.
 KNOWN_SCORES: dict[str, type[ScoreFamily]] = {name: family for family in FAMILIES for name in family.SCORES}
@@ -58,6 +58,20 @@ def plain_options(options: Optional[dict]) -> dict[str, Any]:
         return value
 
     return {key: plain(value) for key, value in (options or {}).items()}
+
+
+def resolved_options(scores: "str | Iterable[str]", options: Optional[dict] = None) -> dict[str, Any]:
+    """Every option in effect for ``scores``: the given ones (as :func:`plain_options`) over the
+    defaults of their families, so that an option left at its default and the same value said out
+    loud compare equal.
+
+    Example:
+        >>> resolved_options(["el2n", "aum"], {"el2n_epochs": 3})
+        {'el2n_epochs': 3}
+    """
+    given = plain_options(options)
+    families = dict.fromkeys(KNOWN_SCORES[name] for name in check_scores(scores, given))
+    return {key: given.get(key, default) for family in families for key, default in family.OPTIONS.items()}
 
 
 def required_epochs(scores: "str | Iterable[str]", options: Optional[dict] = None) -> int:
@@ -268,7 +282,7 @@ class DynamicsRecorder:
     @property
     def options(self) -> dict[str, Any]:
         """Every option in effect for the requested scores (defaults filled in), for provenance."""
-        return {k: v for f in self.families for k, v in f.options.items()}
+        return resolved_options(self.scores, self.score_options)
 
     def update(self, row_ids: Any, logits: Any, labels: Any, epoch: int, features: Any = None) -> None:
         """Feed one batch.
@@ -494,9 +508,7 @@ class DynamicsRecorder:
         import json
 
         self.flush()
-        state = {"last_epoch": self._last_epoch.copy()}
-        for index, family in enumerate(self.families):
-            state.update({f"{index}.{key}": array.copy() for key, array in family.state_dict().items()})
+        state = {name: array.copy() for name, array in self._state_arrays().items()}
         meta = {"format": 1, "n_rows": self.n_rows, "num_classes": self.num_classes, "scores": list(self.scores),
                 "score_options": self.score_options, "final_epoch": self._final_epoch, "flush_rows": self.flush_rows}
         try:
@@ -516,9 +528,7 @@ class DynamicsRecorder:
         meta = json.loads(str(np.asarray(state["meta"])))
         recorder = cls(meta["n_rows"], meta["num_classes"], meta["scores"], flush_rows=meta.get("flush_rows"),
                        **meta["score_options"])
-        expected = {"last_epoch": recorder._last_epoch}
-        for index, family in enumerate(recorder.families):
-            expected.update({f"{index}.{key}": array for key, array in family.state_dict().items()})
+        expected = recorder._state_arrays()
         names = set(getattr(state, "files", None) or state.keys()) - {"meta"}
         if names != set(expected):
             raise InvalidValuesError(f"the saved state holds {sorted(names)} but a recorder of scores "
@@ -532,6 +542,13 @@ class DynamicsRecorder:
         if meta.get("final_epoch") is not None:
             recorder.set_final_epoch(meta["final_epoch"])
         return recorder
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """Every per-row array of the state by name (views): the rows' last epochs, then each family's."""
+        state = {"last_epoch": self._last_epoch}
+        for index, family in enumerate(self.families):
+            state.update({f"{index}.{key}": array for key, array in family.state_dict().items()})
+        return state
 
     def save(self, path: "str | Any") -> None:
         """Write :meth:`state_dict` to ``path``, as it is named (a numpy ``.npz`` archive, no pickles)."""

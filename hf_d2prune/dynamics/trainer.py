@@ -30,7 +30,6 @@ For a Trainer subclass of your own (e.g. ``SFTTrainer``): ``with_dynamics(MyTrai
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -42,7 +41,8 @@ from transformers import Trainer, TrainerCallback
 
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import describe_rows
-from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores, plain_options
+from ..arrays import column_array
+from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores, plain_options, resolved_options
 
 __all__ = ["ROW_ID_COLUMN", "DYNAMICS_FILE", "add_row_ids", "DynamicsCallback", "DynamicsTrainerMixin",
            "DynamicsTrainer", "with_dynamics"]
@@ -52,11 +52,6 @@ logger = logging.getLogger(__name__)
 ROW_ID_COLUMN = "d2_row_id"
 #: the file of a checkpoint folder that holds the recorder's state.
 DYNAMICS_FILE = "d2_dynamics.npz"
-
-
-def _read_ids(ds: Any, column: str) -> np.ndarray:
-    """The int64 values of ``ds[column]``, read as one numpy batch (not row by row)."""
-    return np.asarray(ds.select_columns([column]).with_format("numpy")[:][column], dtype=np.int64)
 
 
 def _check_ids(ids: np.ndarray, n_rows: int, column: str) -> None:
@@ -84,13 +79,13 @@ def add_row_ids(ds: Any, column: str = ROW_ID_COLUMN) -> Any:
         >>> add_row_ids(datasets.Dataset.from_dict({"x": [5, 6, 7]}))["d2_row_id"]
         [0, 1, 2]
     """
-    if not hasattr(ds, "__len__") or getattr(ds, "column_names", None) is None:
+    if not _has_length(ds) or getattr(ds, "column_names", None) is None:
         raise InvalidParameterError(
             f"add_row_ids needs a datasets.Dataset (it has a length); for an IterableDataset, add an int64 column "
             f"'{column}' of 0..n−1 to the source dataset before .to_iterable_dataset() and pass "
             f"DynamicsCallback(n_rows=n).")
     if column in ds.column_names:
-        _check_ids(_read_ids(ds, column), len(ds), column)
+        _check_ids(column_array(ds, column, dtype=np.int64), len(ds), column)
         return ds
     return ds.add_column(column, np.arange(len(ds), dtype=np.int64))
 
@@ -122,7 +117,9 @@ class DynamicsCallback(TrainerCallback):
         self._began_at: Optional[int] = None  # global step of the last epoch beginning (one per epoch)
         self._labels: Optional[tuple[np.ndarray, str]] = None  # the training labels, read once, and their column
         self._presented: Optional[np.ndarray] = None  # rows of this epoch so far, for a stream's padding rows
-        self._stream = False  # the training dataset has no length (set by DynamicsTrainerMixin)
+        # rows an epoch presents (the ids may index a larger dataset: n_rows); None for a stream (no
+        # length). Set by DynamicsTrainerMixin.
+        self._rows_per_epoch: Optional[int] = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not self._attached:
@@ -147,7 +144,7 @@ class DynamicsCallback(TrainerCallback):
         self._began_at = state.global_step
         # state.epoch counts epochs of a sized dataset (fractional mid-epoch); an IterableDataset's
         # passes are counted by their beginnings
-        epoch = max(self._next_epoch, int(math.floor(state.epoch + 1e-6)) if state.epoch else 0)
+        epoch = max(self._next_epoch, _whole_epochs(state))
         if epoch != self.epoch:
             self.rows_this_epoch = 0
             if self._presented is not None:
@@ -201,19 +198,19 @@ class DynamicsCallback(TrainerCallback):
                 {key[len("recorder."):]: archive[key] for key in archive.files if key.startswith("recorder.")})
             epoch, rows = int(archive["epoch"]), int(archive["rows_this_epoch"])
         # the options in effect (defaults filled in): el2n_epochs=10 is the default, said or not
-        ours = DynamicsRecorder(1, recorder.num_classes, self.scores, **self.score_options).options
+        ours = resolved_options(self.scores, self.score_options)
         if (recorder.scores, recorder.options) != (self.scores, ours) or (
                 self.n_rows is not None and recorder.n_rows != self.n_rows):
             raise InvalidValuesError(
                 f"{path} holds scores {list(recorder.scores)} with options {recorder.options} for "
                 f"{recorder.n_rows} rows; this callback records {list(self.scores)} with {ours} for "
                 f"{self.n_rows}. Resume with the callback the run started with.")
-        if self._stream and (epoch > 0 or rows):
+        if self._rows_per_epoch is None and (epoch > 0 or rows):
             raise InvalidValuesError(
                 f"training resumes at step {state.global_step} of a streamed dataset (no length), which the Trainer "
                 f"restarts from its first row: the rows it presents would no longer match the epochs recorded. "
                 f"Train a stream without interruption, or give the Trainer a datasets.Dataset.")
-        if getattr(args, "ignore_data_skip", False) and rows and epoch == int(math.floor(state.epoch + 1e-6)):
+        if getattr(args, "ignore_data_skip", False) and rows and epoch == _whole_epochs(state):
             raise InvalidValuesError(
                 f"training resumes in the middle of epoch {epoch} with ignore_data_skip=True: the Trainer presents "
                 f"the epoch's first {rows} rows again, which were recorded before the checkpoint. Resume without "
@@ -245,14 +242,18 @@ class DynamicsCallback(TrainerCallback):
             )
         columns = dict(results)
         if self.row_id_column in ds.column_names:
-            ids = _read_ids(ds, self.row_id_column)
+            ids = column_array(ds, self.row_id_column, dtype=np.int64)
             _check_ids(ids, self.recorder.n_rows, self.row_id_column)
             columns = {name: values[ids] for name, values in results.items()}
             ds = ds.remove_columns([self.row_id_column])
         params = {"scores": list(self.scores), "score_options": self.recorder.options, "epochs": self.epoch + 1}
-        digest = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for v in columns.values())).hexdigest()
-        out = _add_columns(ds, columns, ("hf_d2prune.trainer_dynamics", params, self.recorder.n_rows, digest))
+        out = _add_columns(ds, columns, ("hf_d2prune.trainer_dynamics", params, self.recorder.n_rows, columns))
         return with_step(out, {"step": "train_dynamics", "output": list(self.scores), "source": "transformers.Trainer", **params})
+
+
+def _whole_epochs(state: Any) -> int:
+    """Epochs the Trainer's state has completed (its ``epoch`` is fractional mid-epoch)."""
+    return int(math.floor(state.epoch + 1e-6)) if state.epoch else 0
 
 
 def _has_length(dataset: Any) -> bool:
@@ -281,9 +282,7 @@ class DynamicsTrainerMixin:
                     f"the number of rows its '{dynamics.row_id_column}' ids index.")
             dynamics.n_rows = len(self.train_dataset)
         dynamics._attached, dynamics._labels = True, None  # (labels are read with this Trainer's dataloader)
-        # rows an epoch presents (the ids may index a larger dataset: n_rows); None for a stream
-        self._rows_per_epoch = len(self.train_dataset) if _has_length(self.train_dataset) else None
-        dynamics._stream = self._rows_per_epoch is None
+        dynamics._rows_per_epoch = len(self.train_dataset) if _has_length(self.train_dataset) else None
         if dynamics not in self.callback_handler.callbacks:  # passed in callbacks=[...] as well: once is enough
             self.add_callback(dynamics)
 
@@ -313,15 +312,17 @@ class DynamicsTrainerMixin:
     def _remove_unused_columns(self, dataset: Any, description: Optional[str] = None) -> Any:
         dataset = super()._remove_unused_columns(dataset, description=description)
         column = self.dynamics.row_id_column
-        if column in dataset.column_names and _collates_plain_ids(self.data_collator) and _samples_by_index(self.args):
-            ids = _read_ids(dataset, column)
-            if (description or "").lower() == "training":  # the ids the recorder keys on: check them before training
-                _check_ids(ids, self.dynamics.n_rows, column)
-                self._remember_labels(dataset)
-            return _RowsWithIds(dataset.remove_columns([column]), ids, column)
-        if (description or "").lower() == "training" and column in dataset.column_names:
+        if column not in dataset.column_names:
+            return dataset
+        training = (description or "").lower() == "training"
+        if training:  # the labels, checked against the logits at the first step
             self._remember_labels(dataset)
-        return dataset
+        if not (_collates_plain_ids(self.data_collator) and _samples_by_index(self.args)):
+            return dataset
+        ids = column_array(dataset, column, dtype=np.int64)
+        if training:  # the ids the recorder keys on: checked before training
+            _check_ids(ids, self.dynamics.n_rows, column)
+        return _RowsWithIds(dataset.remove_columns([column]), ids, column)
 
     def _remember_labels(self, dataset: Any) -> None:
         """Read the training labels once, so that the first step checks them all against the logits."""
@@ -329,13 +330,14 @@ class DynamicsTrainerMixin:
 
         for name in [*(self.label_names or []), "labels", "label", "label_ids"]:
             if name in dataset.column_names and pa.types.is_integer(dataset.data.schema.field(name).type):
-                self.dynamics._labels = (_read_ids(dataset, name), name)
+                self.dynamics._labels = (column_array(dataset, name, dtype=np.int64), name)
                 return
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         row_ids = inputs.pop(self.dynamics.row_id_column, None)
+        # num_items_in_batch only where the Trainer passes it (transformers >= 4.46)
+        extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
         if not model.training:
-            extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **extra)
         if row_ids is None:
             raise InvalidValuesError(
@@ -345,8 +347,6 @@ class DynamicsTrainerMixin:
         if label_name not in inputs:
             raise InvalidValuesError(f"the training batch has no '{label_name}'; dynamics need the labels.")
         labels = inputs[label_name]
-        # num_items_in_batch only where the Trainer passes it (transformers >= 4.46)
-        extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **extra)
         from .loop import model_logits
 
@@ -377,9 +377,10 @@ class DynamicsTrainerMixin:
         if not getattr(accelerator, "even_batches", True):
             keep = row_ids >= 0
             row_ids, logits, labels = row_ids[keep], logits[keep], labels[keep]
-        if self._rows_per_epoch is None:  # a stream: its length is unknown, drop the rows seen this epoch
+        rows_per_epoch = self.dynamics._rows_per_epoch
+        if rows_per_epoch is None:  # a stream: its length is unknown, drop the rows seen this epoch
             return self._first_presentations(row_ids, logits, labels)
-        excess = self.dynamics.rows_this_epoch + len(row_ids) - self._rows_per_epoch
+        excess = self.dynamics.rows_this_epoch + len(row_ids) - rows_per_epoch
         if excess > 0:
             real = len(row_ids) - excess
             row_ids, logits, labels = row_ids[:real], logits[:real], labels[:real]
@@ -392,9 +393,10 @@ class DynamicsTrainerMixin:
         if dynamics._presented is None:
             dynamics._presented = np.zeros(dynamics.n_rows, dtype=bool)
         ids = row_ids.detach().cpu().numpy().astype(np.int64)
-        _check_ids(np.unique(ids), dynamics.n_rows, dynamics.row_id_column)
+        distinct, where = np.unique(ids, return_index=True)
+        _check_ids(distinct, dynamics.n_rows, dynamics.row_id_column)
         first = np.zeros(len(ids), dtype=bool)
-        first[np.unique(ids, return_index=True)[1]] = True
+        first[where] = True
         keep = first & ~dynamics._presented[ids]
         dynamics._presented[ids[keep]] = True
         if keep.all():
