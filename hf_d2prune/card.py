@@ -833,14 +833,16 @@ def build_card(
     MetadataConfigs(config_files).to_dataset_card_data(card_data)
     if dataset_infos:
         DatasetInfosDict(dataset_infos).to_dataset_card_data(card_data)
-    card_data[CARD_KEY] = {
+    # without its None values, which huggingface_hub < 1.0 drops from nested mappings as it writes
+    # the YAML: the card is the same whichever version writes it
+    card_data[CARD_KEY] = _without_none({
         "library_version": library_version(),
         "source": source, "source_revision": source_revision,
         "rows": rows, "source_rows": source_rows,
         "label": label, "kept_per_class": summary["kept_per_class"] or None,
         "source_per_class": summary["source_per_class"],
         "provenance": steps,
-    }
+    })
 
     card = DatasetCard.from_template(
         card_data,
@@ -931,8 +933,20 @@ def check_card_metadata(card: "DatasetCard | str") -> dict:
     return meta
 
 
+def _without_none(value: Any) -> Any:
+    """``value`` with the None entries of its mappings left out, at every depth."""
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
+
+
 def read_card_provenance(card_or_path: "DatasetCard | str | Path") -> list[dict]:
     """The hf_d2prune provenance stored in a card's YAML (``load_dataset`` from the Hub drops ``ds.info.description``).
+
+    Each step is the dataset's provenance step without the parameters that were not set (None),
+    which the YAML leaves out.
 
     Accepts a ``DatasetCard``, a README path, or a folder written by :func:`hf_d2prune.hub.save_for_hub`.
     """

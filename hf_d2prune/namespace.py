@@ -761,8 +761,6 @@ def _label_array(ds: Any, column: str) -> np.ndarray:
 
 def _add_columns(ds: Any, columns: dict, fingerprint_parts: tuple) -> Any:
     """Add (or replace) numpy columns, with a fingerprint from the parent and the step's arguments."""
-    import datasets
-
     out = ds
     existing = [name for name in columns if name in ds.column_names]
     if existing:
@@ -771,9 +769,8 @@ def _add_columns(ds: Any, columns: dict, fingerprint_parts: tuple) -> Any:
     for position, (name, values) in enumerate(columns.items()):
         values = np.asarray(values)
         dtype = "int64" if values.dtype.kind in "iu" else "bool" if values.dtype.kind == "b" else "float32"
-        feature = datasets.Value(dtype)
-        out = out.add_column(name, values.astype(dtype, copy=False), feature=feature,
-                             new_fingerprint=_fingerprint(fingerprint, position))
+        # the array's dtype is the column's type (Arrow infers it without a copy)
+        out = out.add_column(name, values.astype(dtype, copy=False), new_fingerprint=_fingerprint(fingerprint, position))
     return out
 
 

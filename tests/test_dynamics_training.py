@@ -278,6 +278,24 @@ def test_default_optimizer_is_fused_adamw_with_the_plain_update():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # same update rule, float rounding apart
 
 
+def test_default_optimizer_falls_back_to_the_plain_kernel_where_torch_has_no_fused_one(monkeypatch):
+    """torch before 2.4 refuses fused=True for CPU parameters at construction."""
+    from hf_d2prune.dynamics.loop import default_optimizer
+
+    real = torch.optim.AdamW
+
+    def old_torch_adamw(params, **kwargs):
+        if kwargs.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices: ['cuda']")
+        return real(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", old_torch_adamw)
+    model = torch.nn.Linear(4, 2)
+    optimizer = default_optimizer(model, 0.01)
+    assert isinstance(optimizer, real) and not optimizer.defaults["fused"] and optimizer.defaults["lr"] == 0.01
+    assert [p for group in optimizer.param_groups for p in group["params"]] == list(model.parameters())
+
+
 def test_train_dynamics_adds_columns_deterministically_and_keeps_input(digits):
     before = digits._fingerprint
     kwargs = dict(inputs="pixels", epochs=3, batch_size=64, scores=["aum", "el2n", "tdds"], tdds_window=2, progress=False)

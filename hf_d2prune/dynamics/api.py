@@ -70,7 +70,8 @@ def _is_vector_column(feature: Any) -> bool:
     import datasets
 
     inner = getattr(feature, "feature", None)
-    return isinstance(feature, (datasets.Sequence, datasets.List, datasets.LargeList)) and isinstance(inner, datasets.Value) \
+    lists = tuple(getattr(datasets, name) for name in ("Sequence", "List", "LargeList") if hasattr(datasets, name))
+    return isinstance(feature, lists) and isinstance(inner, datasets.Value) \
         and (inner.dtype.startswith("float") or inner.dtype.startswith("int"))
 
 

@@ -358,11 +358,17 @@ def default_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimize
     The fused kernel updates all parameters in one call instead of a dozen tensor operations per
     parameter: on a CPU it takes a third of the time of the default implementation, which is most of
     the per-step overhead of small batches (the matched-step subset runs of score extrapolation).
-    Same update rule; results differ from the unfused kernel only by float rounding.
+    Same update rule; results differ from the unfused kernel only by float rounding. torch before
+    2.4 has no fused kernel for the CPU; there (and for parameters it does not take) the default
+    implementation is used.
     """
     params = list(model.parameters())
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, **({"fused": True} if fused else {}))
+    if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
+        except RuntimeError:  # this torch (or dtype) has no fused kernel for these parameters
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
 def fit_and_record(
