@@ -23,8 +23,11 @@ torch.set_num_threads(1)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_dynamics_training import Head, digits_dataset  # noqa: E402
+from transformers_compat import emulate_sampling_strategy  # noqa: E402
 
 from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids  # noqa: E402
+
+emulate_sampling_strategy()  # transformers 4.x: train_sampling_strategy= below
 
 SCORES = ["forgetting", "aum", "el2n", "entropy", "margin", "confidence", "variability", "tdds"]
 

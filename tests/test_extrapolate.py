@@ -199,8 +199,9 @@ def test_chain_train_subset_extrapolate_coreset_on_digits():
 
     ds = load_builtin("digits")
     pixels = np.stack([np.asarray(img, dtype=np.float32).ravel() / 255.0 for img in ds["image"]])
-    ds = ds.add_column("embedding", pixels.tolist(),
-                       feature=datasets.Sequence(datasets.Value("float32"), length=pixels.shape[1]))
+    vectors = datasets.Sequence(datasets.Value("float32"), length=pixels.shape[1])
+    ds = datasets.concatenate_datasets(  # (add_column takes feature= only from datasets 3 on)
+        [ds, datasets.Dataset.from_dict({"embedding": pixels}, features=datasets.Features({"embedding": vectors}))], axis=1)
 
     def run(subset):
         torch.manual_seed(0)

@@ -59,7 +59,9 @@ def _base(n: int = 8, d: int = 3, seed: int = 0) -> datasets.Dataset:
 
 def _with(ds: datasets.Dataset, column: str, values: list, feature: Any = None) -> datasets.Dataset:
     out = ds.remove_columns(column) if column in ds.column_names else ds
-    return out.add_column(column, values, feature=feature)
+    # (add_column takes feature= only from datasets 3 on)
+    added = datasets.Dataset.from_dict({column: values}, features=None if feature is None else datasets.Features({column: feature}))
+    return datasets.concatenate_datasets([out, added], axis=1)
 
 
 def _build() -> dict[str, datasets.Dataset]:
