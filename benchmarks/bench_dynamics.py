@@ -93,6 +93,7 @@ def trainer_run(model, pixels, labels, args):
     import datasets
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
+    import hf_d2prune.dynamics.trainer as module
     from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
 
     train = add_row_ids(datasets.Dataset.from_dict({"pixels": pixels.numpy(), "label": labels}).with_format("torch"))
@@ -108,14 +109,18 @@ def trainer_run(model, pixels, labels, args):
         if recorder is None:
             trainer = Trainer(model=wrapped, args=training, train_dataset=train)
         else:
-            callback = DynamicsCallback(scores=recorder.scores)
-            callback.recorder = recorder  # the benchmark's timed recorder (the callback would make a plain one)
-            trainer = DynamicsTrainer(model=wrapped, args=training, train_dataset=train, dynamics=callback)
+            trainer = DynamicsTrainer(model=wrapped, args=training, train_dataset=train,
+                                      dynamics=DynamicsCallback(scores=recorder.scores, **recorder.score_options))
         trainer.remove_callback(PrinterCallback)  # it prints the run's metrics
         gc.collect()  # train() collects garbage itself: start every run from a clean heap
-        start = time.perf_counter()  # train(), not the Trainer's construction
-        trainer.train()
-        return time.perf_counter() - start
+        # the callback makes its recorder at the first step: make it the benchmark's timed one
+        module.DynamicsRecorder = lambda *args, **kwargs: recorder
+        try:
+            start = time.perf_counter()  # train(), not the Trainer's construction
+            trainer.train()
+            return time.perf_counter() - start
+        finally:
+            module.DynamicsRecorder = DynamicsRecorder
 
     return train_once
 
@@ -176,11 +181,13 @@ def main() -> None:
     accelerator = default_accelerator()
     n = len(rows)
     classes = int(labels.max()) + 1
+    # windows the run is long enough for (Dynamic Uncertainty needs du_window + 1 epochs): every score is computed
+    windows = {"du_window": max(2, min(10, args.epochs - 1)), "tdds_window": max(2, min(10, args.epochs))}
     modes = {
         "off": lambda: None,
         f"default {len(DEFAULT_SCORES)} scores": lambda: TimedRecorder(n, classes, DEFAULT_SCORES),
-        f"all but grand ({len(KNOWN_SCORES) - 1} scores)": lambda: TimedRecorder(n, classes, [s for s in KNOWN_SCORES if s != "grand"]),
-        f"all {len(KNOWN_SCORES)} scores (grand taps the features)": lambda: TimedRecorder(n, classes, list(KNOWN_SCORES)),
+        f"all but grand ({len(KNOWN_SCORES) - 1} scores)": lambda: TimedRecorder(n, classes, [s for s in KNOWN_SCORES if s != "grand"], **windows),
+        f"all {len(KNOWN_SCORES)} scores (grand taps the features)": lambda: TimedRecorder(n, classes, list(KNOWN_SCORES), **windows),
     }
     if args.trainer:
         del modes[f"all {len(KNOWN_SCORES)} scores (grand taps the features)"]  # no features in a Trainer run
