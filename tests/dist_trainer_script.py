@@ -23,11 +23,9 @@ torch.set_num_threads(1)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_dynamics_training import Head, digits_dataset  # noqa: E402
-from transformers_compat import emulate_sampling_strategy  # noqa: E402
 
 from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids  # noqa: E402
-
-emulate_sampling_strategy()  # transformers 4.x: train_sampling_strategy= below
+from transformers_compat import emulate_sampling_strategy  # noqa: E402
 
 SCORES = ["forgetting", "aum", "el2n", "entropy", "margin", "confidence", "variability", "tdds"]
 
@@ -35,6 +33,7 @@ SCORES = ["forgetting", "aum", "el2n", "entropy", "margin", "confidence", "varia
 def main(path: str, mode: str = "") -> None:
     from transformers import TrainingArguments
 
+    emulate_sampling_strategy()  # transformers 4.x: train_sampling_strategy= below
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     accumulate, stream = mode == "accumulate", mode == "stream"
     ds = digits_dataset(flip_fraction=0.1)[0].select(range(682 if accumulate else 640))
@@ -59,7 +58,13 @@ def main(path: str, mode: str = "") -> None:
         out = {"presentations": dynamics.recorder.families[SCORES.index("aum")].seen}
     if int(os.environ.get("RANK", "0")) == 0:
         np.savez(path, processes=np.array(trainer.accelerator.num_processes), **out)
+    trainer.accelerator.wait_for_everyone()  # rank 0 has saved before any process leaves
 
 
 if __name__ == "__main__":
     main(sys.argv[1], *sys.argv[2:3])
+    # Leave without running the interpreter's teardown: tearing down gloo's threads there aborts now and
+    # then ("terminate called without an active exception"), failing a run whose results are saved.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
