@@ -68,6 +68,37 @@ def test_a_run_resumed_from_a_checkpoint_scores_as_the_uninterrupted_run(digits6
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_a_checkpoints_dynamics_load_as_a_recorder_with_the_scores_so_far(digits640, tmp_path):
+    """d2_dynamics.npz is a recorder archive: loaded alone, it scores the epochs before the checkpoint
+    as a run that stopped there; the epoch it stopped in rides along for resuming."""
+    train = add_row_ids(digits640)
+    scores = ["forgetting", "aum", "el2n", "entropy"]
+    DynamicsTrainer(model=Head(), args=arguments(tmp_path / "long", save_strategy="epoch"), train_dataset=train,
+                    dynamics=DynamicsCallback(scores=scores)).train()
+    short = DynamicsCallback(scores=scores)
+    DynamicsTrainer(model=Head(), args=arguments(tmp_path / "short", num_train_epochs=2), train_dataset=train,
+                    dynamics=short).train()
+    path = tmp_path / "long" / "checkpoint-40" / DYNAMICS_FILE  # 20 steps an epoch: the end of epoch 1
+    loaded = DynamicsRecorder.load(path)
+    assert {k: int(v) for k, v in DynamicsRecorder.read_extra(path).items()} == {"epoch": 1, "rows_this_epoch": 640}
+    got, want = loaded.results(), short.results()
+    for name in scores:
+        assert np.isfinite(got[name]).all(), name
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_resuming_from_a_plain_recorder_file_is_refused(digits640, tmp_path):
+    train = add_row_ids(digits640)
+    DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=1, save_strategy="epoch"), train_dataset=train,
+                    dynamics=DynamicsCallback(scores=["aum"])).train()
+    path = tmp_path / "checkpoint-20" / DYNAMICS_FILE
+    DynamicsRecorder.load(path).save(path)  # the state without the epoch it stopped in
+    trainer = DynamicsTrainer(model=Head(), args=arguments(tmp_path, num_train_epochs=2), train_dataset=train,
+                              dynamics=DynamicsCallback(scores=["aum"]))
+    with pytest.raises(InvalidValuesError, match="not the epoch it stopped in"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-20"))
+
+
 def test_resuming_from_a_checkpoint_without_dynamics_fails_before_training(digits640, tmp_path):
     from transformers import Trainer
 

@@ -373,18 +373,19 @@ def _epoch_set(value: Any, option: str) -> "int | frozenset[int]":
 class _EpochAverage(ScoreFamily):
     """A per-row quantity averaged over the presentations that fall in chosen epochs."""
 
-    _option: ClassVar[str]
+    #: the option that names the epochs averaged over (e.g. "el2n_epochs")
+    EPOCHS_OPTION: ClassVar[str]
 
     def __init__(self, n_rows, num_classes, names, **options):
         super().__init__(n_rows, num_classes, names, **options)
-        self._epochs = _epoch_set(self.options[self._option], self._option)
+        self._epochs = _epoch_set(self.options[self.EPOCHS_OPTION], self.EPOCHS_OPTION)
         self.total = np.zeros(n_rows, dtype=np.float64)
         self.seen = np.zeros(n_rows, dtype=np.int32)
 
     @classmethod
     def first_selected_epoch(cls, options: dict) -> int:
         """The earliest 0-based epoch this family averages over (a run needs more epochs than it)."""
-        epochs = _epoch_set({**cls.OPTIONS, **options}[cls._option], cls._option)
+        epochs = _epoch_set({**cls.OPTIONS, **options}[cls.EPOCHS_OPTION], cls.EPOCHS_OPTION)
         return 0 if isinstance(epochs, int) else min(epochs)
 
     def _selected(self, epoch: int) -> bool:
@@ -417,7 +418,7 @@ class EL2N(_EpochAverage):
 
     SCORES = ("el2n",)
     OPTIONS = {"el2n_epochs": 10}
-    _option = "el2n_epochs"
+    EPOCHS_OPTION = "el2n_epochs"
 
     def _value(self, batch):
         return batch.error_norm
@@ -438,7 +439,7 @@ class GraNd(_EpochAverage):
     SCORES = ("grand",)
     OPTIONS = {"grand_epochs": 1, "grand_bias": True}
     needs_features = True
-    _option = "grand_epochs"
+    EPOCHS_OPTION = "grand_epochs"
 
     def _value(self, batch):
         if batch.features is None:

@@ -14,6 +14,9 @@ from .accumulators import FAMILIES, Batch, ScoreFamily
 __all__ = ["DynamicsRecorder", "KNOWN_SCORES", "DEFAULT_SCORES", "SCORE_OPTIONS", "required_epochs", "check_scores",
            "check_epochs", "resolved_options"]
 
+#: the prefix of the caller's own entries in an archive written by DynamicsRecorder.save
+EXTRA_PREFIX = "extra."
+
 #: score name → the family class that computes it.
 KNOWN_SCORES: dict[str, type[ScoreFamily]] = {name: family for family in FAMILIES for name in family.SCORES}
 #: option name → default, for every option of every score.
@@ -105,9 +108,10 @@ def check_epochs(scores: "str | Iterable[str]", options: Optional[dict], epochs:
         family = KNOWN_SCORES[name]
         first = getattr(family, "first_selected_epoch", None)
         if first is not None and first(options) >= epochs:
-            option = family._option
+            option = family.EPOCHS_OPTION
+            value = {**family.OPTIONS, **options}[option]
             raise InvalidParameterError(
-                f"{option}={options[option]!r} picks epochs the run of {epochs} epochs never reaches (0-based), so "
+                f"{option}={value!r} picks epochs the run of {epochs} epochs never reaches (0-based), so "
                 f"'{name}' would be NaN everywhere; pick epochs below {epochs} or train longer."
             )
 
@@ -529,7 +533,8 @@ class DynamicsRecorder:
         recorder = cls(meta["n_rows"], meta["num_classes"], meta["scores"], flush_rows=meta.get("flush_rows"),
                        **meta["score_options"])
         expected = recorder._state_arrays()
-        names = set(getattr(state, "files", None) or state.keys()) - {"meta"}
+        names = {name for name in (getattr(state, "files", None) or state.keys())
+                 if name != "meta" and not name.startswith(EXTRA_PREFIX)}
         if names != set(expected):
             raise InvalidValuesError(f"the saved state holds {sorted(names)} but a recorder of scores "
                                      f"{list(recorder.scores)} keeps {sorted(expected)}; it was written by another version.")
@@ -550,17 +555,30 @@ class DynamicsRecorder:
             state.update({f"{index}.{key}": array for key, array in family.state_dict().items()})
         return state
 
-    def save(self, path: "str | Any") -> None:
-        """Write :meth:`state_dict` to ``path``, as it is named (a numpy ``.npz`` archive, no pickles)."""
+    def save(self, path: "str | Any", **extra: Any) -> None:
+        """Write :meth:`state_dict` to ``path``, as it is named (a numpy ``.npz`` archive, no pickles).
+
+        ``extra`` values (numbers or arrays) are stored beside the state, each under
+        ``"extra." + name``, for a caller's own bookkeeping (a ``DynamicsTrainer`` checkpoint keeps
+        the epoch in progress there); :meth:`load` ignores them and :meth:`read_extra` reads them.
+        """
         state = self.state_dict()
+        state.update({EXTRA_PREFIX + name: np.asarray(value) for name, value in extra.items()})
         with open(path, "wb") as file:
             np.savez(file, **state)
 
     @classmethod
     def load(cls, path: "str | Any") -> "DynamicsRecorder":
-        """Read a recorder written by :meth:`save`."""
+        """Read a recorder written by :meth:`save` (a ``DynamicsTrainer`` checkpoint's ``d2_dynamics.npz``
+        too: its scores so far are ``DynamicsRecorder.load(path).results()``)."""
         with np.load(path, allow_pickle=False) as archive:
             return cls.from_state_dict(archive)
+
+    @staticmethod
+    def read_extra(path: "str | Any") -> dict[str, np.ndarray]:
+        """The ``extra`` values :meth:`save` wrote to ``path``, by name."""
+        with np.load(path, allow_pickle=False) as archive:
+            return {name[len(EXTRA_PREFIX):]: archive[name] for name in archive.files if name.startswith(EXTRA_PREFIX)}
 
     def state_bytes_per_row(self) -> dict[str, float]:
         """Bytes of per-row state held for each score family (keyed by its scores, '+'-joined)."""

@@ -12,7 +12,8 @@ batches (model in eval mode) are not recorded.
 
 Checkpoints carry the recorder: every checkpoint the Trainer saves gets a ``d2_dynamics.npz``
 beside the model, and ``trainer.train(resume_from_checkpoint=...)`` continues recording from it,
-so a resumed run scores as the uninterrupted one. The first training batch is checked at once
+so a resumed run scores as the uninterrupted one; ``DynamicsRecorder.load(path).results()`` gives a
+checkpoint's scores so far. The first training batch is checked at once
 (ids and labels in range), and mistakes that would otherwise only show after training — no
 row-id column, the callback on a plain ``Trainer``, too few epochs for a score — raise before
 the first step.
@@ -180,10 +181,8 @@ class DynamicsCallback(TrainerCallback):
         """Write the recorder's state (with the epoch in progress) to ``folder``/``DYNAMICS_FILE``."""
         if self.recorder is None:
             return
-        state = {f"recorder.{key}": value for key, value in self.recorder.state_dict().items()}
         os.makedirs(folder, exist_ok=True)
-        np.savez(os.path.join(folder, DYNAMICS_FILE), epoch=np.array(self.epoch),
-                 rows_this_epoch=np.array(self.rows_this_epoch), **state)
+        self.recorder.save(os.path.join(folder, DYNAMICS_FILE), epoch=self.epoch, rows_this_epoch=self.rows_this_epoch)
 
     def _load(self, args: Any, state: Any) -> None:
         folder = self._resume_from
@@ -193,10 +192,11 @@ class DynamicsCallback(TrainerCallback):
                 f"training resumes at step {state.global_step} from {folder or 'a checkpoint'}, which holds no "
                 f"{DYNAMICS_FILE}: the dynamics of the steps before it are lost and the scores would cover only "
                 f"the rest of the run. Resume from a checkpoint a DynamicsTrainer saved, or train from the start.")
-        with np.load(path, allow_pickle=False) as archive:
-            recorder = DynamicsRecorder.from_state_dict(
-                {key[len("recorder."):]: archive[key] for key in archive.files if key.startswith("recorder.")})
-            epoch, rows = int(archive["epoch"]), int(archive["rows_this_epoch"])
+        recorder, extra = DynamicsRecorder.load(path), DynamicsRecorder.read_extra(path)
+        if not {"epoch", "rows_this_epoch"} <= set(extra):
+            raise InvalidValuesError(f"{path} holds a recorder but not the epoch it stopped in; it was not written by a "
+                                     f"DynamicsTrainer checkpoint. Resume from one, or train from the start.")
+        epoch, rows = int(extra["epoch"]), int(extra["rows_this_epoch"])
         # the options in effect (defaults filled in): el2n_epochs=10 is the default, said or not
         ours = resolved_options(self.scores, self.score_options)
         if (recorder.scores, recorder.options) != (self.scores, ours) or (
