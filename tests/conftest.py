@@ -10,10 +10,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from transformers_compat import emulate_sampling_strategy  # noqa: E402
-
-emulate_sampling_strategy()  # transformers 4.x: the tests' train_sampling_strategy= (see the module)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_datasets_cache(tmp_path_factory):

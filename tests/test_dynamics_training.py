@@ -18,8 +18,10 @@ from hf_d2prune.errors import ColumnNotFoundError, ColumnTypeError, InvalidParam
 from hf_d2prune.provenance import read_provenance
 
 from test_dynamics_scores import reference_scores
+from transformers_compat import emulate_sampling_strategy
 
 torch.set_num_threads(1)  # tiny models on a shared 2-core machine: threads only contend
+emulate_sampling_strategy()  # transformers 4.x: the Trainer tests' train_sampling_strategy= (see the module)
 
 ALL = tuple(KNOWN_SCORES)
 

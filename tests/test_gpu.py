@@ -99,6 +99,9 @@ def test_dynamics_trainer_on_gpu_matches_cpu(tmp_path):
             logits = self.model(pixels)
             return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
+    from transformers_compat import emulate_sampling_strategy
+
+    emulate_sampling_strategy()  # transformers 4.x: train_sampling_strategy= below
     train = add_row_ids(_digits_vectors())
     results = {}
     for device in ("cpu", "cuda"):

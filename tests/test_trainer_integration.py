@@ -12,8 +12,10 @@ from hf_d2prune.dynamics.trainer import DYNAMICS_FILE
 from hf_d2prune.errors import InvalidParameterError, InvalidValuesError
 
 from test_dynamics_training import Head, digits_dataset
+from transformers_compat import emulate_sampling_strategy
 
 torch.set_num_threads(1)
+emulate_sampling_strategy()  # transformers 4.x: train_sampling_strategy= below (see the module)
 
 SCORES = ["forgetting", "aum", "el2n", "entropy", "confidence", "variability", "tdds"]
 

@@ -134,12 +134,12 @@ def _input_builder(ds: Any, inputs: Optional["str | Sequence[str]"], label: str,
     column = columns[0]
     feature = ds.features[column]
     source = source.with_format(None)  # strings and PIL images, whatever format the dataset has
-    empty = missing_rows(ds, column) if tokenizer is not None or processor is not None or isinstance(
-        feature, datasets.Image) else np.zeros(0, dtype=np.int64)
-    if empty.size:
-        raise InvalidValuesError(
-            f"column '{column}' is missing (None) in {describe_rows(empty)}; drop or fill those rows first "
-            f"(ds.filter(lambda row: row['{column}'] is not None)).")
+    if tokenizer is not None or processor is not None or isinstance(feature, datasets.Image):  # texts, images
+        empty = missing_rows(ds, column)
+        if empty.size:
+            raise InvalidValuesError(
+                f"column '{column}' is missing (None) in {describe_rows(empty)}; drop or fill those rows first "
+                f"(ds.filter(lambda row: row['{column}'] is not None)).")
     if tokenizer is not None:
         if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")):
             raise ColumnTypeError(f"column '{column}' holds {feature}; the tokenizer needs a text column (inputs='...').")

@@ -116,6 +116,12 @@ def check_epochs(scores: "str | Iterable[str]", options: Optional[dict], epochs:
             )
 
 
+def extra_entries(state: Any) -> dict[str, np.ndarray]:
+    """The caller's own entries of a saved state (the ``extra`` of :meth:`DynamicsRecorder.save`), by name."""
+    names = getattr(state, "files", None) or state.keys()
+    return {name[len(EXTRA_PREFIX):]: np.asarray(state[name]) for name in names if name.startswith(EXTRA_PREFIX)}
+
+
 def _numpy(values: Any, floating: bool) -> np.ndarray:
     """A numpy copy (never a view of a tensor the training loop may reuse): int64, or floats in
     float32 — float64 when they come as float64 — the precision the fold computes in.
@@ -578,7 +584,7 @@ class DynamicsRecorder:
     def read_extra(path: "str | Any") -> dict[str, np.ndarray]:
         """The ``extra`` values :meth:`save` wrote to ``path``, by name."""
         with np.load(path, allow_pickle=False) as archive:
-            return {name[len(EXTRA_PREFIX):]: archive[name] for name in archive.files if name.startswith(EXTRA_PREFIX)}
+            return extra_entries(archive)
 
     def state_bytes_per_row(self) -> dict[str, float]:
         """Bytes of per-row state held for each score family (keyed by its scores, '+'-joined)."""

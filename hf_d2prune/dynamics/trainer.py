@@ -43,7 +43,8 @@ from transformers import Trainer, TrainerCallback
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import describe_rows
 from ..arrays import column_array
-from .recorder import DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores, plain_options, resolved_options
+from .recorder import (DEFAULT_SCORES, DynamicsRecorder, check_epochs, check_scores, extra_entries, plain_options,
+                       resolved_options)
 
 __all__ = ["ROW_ID_COLUMN", "DYNAMICS_FILE", "add_row_ids", "DynamicsCallback", "DynamicsTrainerMixin",
            "DynamicsTrainer", "with_dynamics"]
@@ -192,7 +193,8 @@ class DynamicsCallback(TrainerCallback):
                 f"training resumes at step {state.global_step} from {folder or 'a checkpoint'}, which holds no "
                 f"{DYNAMICS_FILE}: the dynamics of the steps before it are lost and the scores would cover only "
                 f"the rest of the run. Resume from a checkpoint a DynamicsTrainer saved, or train from the start.")
-        recorder, extra = DynamicsRecorder.load(path), DynamicsRecorder.read_extra(path)
+        with np.load(path, allow_pickle=False) as archive:  # one read: the state and the epoch beside it
+            recorder, extra = DynamicsRecorder.from_state_dict(archive), extra_entries(archive)
         if not {"epoch", "rows_this_epoch"} <= set(extra):
             raise InvalidValuesError(f"{path} holds a recorder but not the epoch it stopped in; it was not written by a "
                                      f"DynamicsTrainer checkpoint. Resume from one, or train from the start.")
@@ -369,12 +371,13 @@ class DynamicsTrainerMixin:
         which with gradient accumulation includes the other batches of the last accumulation step).
         """
         accelerator = self.accelerator
-        if not getattr(accelerator, "even_batches", True):  # shards may differ in size: pad, then drop the padding
+        uneven = not getattr(accelerator, "even_batches", True)
+        if uneven:  # shards may differ in size: pad, then drop the padding
             row_ids = accelerator.pad_across_processes(row_ids, dim=0, pad_index=-1)
             logits = accelerator.pad_across_processes(logits, dim=0)
             labels = accelerator.pad_across_processes(labels, dim=0)
         row_ids, logits, labels = accelerator.gather((row_ids, logits, labels))
-        if not getattr(accelerator, "even_batches", True):
+        if uneven:
             keep = row_ids >= 0
             row_ids, logits, labels = row_ids[keep], logits[keep], labels[keep]
         rows_per_epoch = self.dynamics._rows_per_epoch
