@@ -513,20 +513,25 @@ def test_two_processes_record_every_row_once_an_epoch_without_the_padding(tmp_pa
 def test_trainer_dataloader_hands_each_row_its_id_from_the_column_read_once(digits, tmp_path):
     """With the Trainer's own collator and sampler the dataloader's rows get their ids as ints from
     the row-id column read once — the column's values, not the positions (here the dataset was
-    shuffled after add_row_ids); grouping by length or a collator of the user's own keeps the column."""
+    shuffled after add_row_ids), whatever the sampling strategy; a collator of the user's own keeps the
+    column. Grouping by length builds its sampler from the rows' own length column."""
     from transformers import TrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
     from hf_d2prune.dynamics.trainer import _RowsWithIds
 
     train = add_row_ids(digits.select(range(50))).shuffle(seed=1).with_format("torch")
 
-    def loader_rows(collator=None, **options):
+    def loader(collator=None, **options):
         args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[],
                                  use_cpu=True, disable_tqdm=True, **options)
         trainer = DynamicsTrainer(model=Head(), args=args, train_dataset=train, dynamics=DynamicsCallback(),
                                   **({"data_collator": collator} if collator else {}))
-        return trainer.get_train_dataloader().dataset
+        return trainer.get_train_dataloader()
+
+    def loader_rows(collator=None, **options):
+        return loader(collator, **options).dataset
 
     rows = loader_rows()
     assert isinstance(rows, _RowsWithIds) and len(rows) == 50
@@ -535,8 +540,12 @@ def test_trainer_dataloader_hands_each_row_its_id_from_the_column_read_once(digi
     assert all(type(row["d2_row_id"]) is int for row in batch) and rows[7]["d2_row_id"] == int(train[7]["d2_row_id"])
     torch.testing.assert_close(batch[2]["pixels"], train[49]["pixels"])
     assert [int(i) for i in train["d2_row_id"][:5]] != [0, 1, 2, 3, 4]  # shuffled: ids are not positions
-    kept = loader_rows(train_sampling_strategy="group_by_length", length_column_name="label")
-    assert not isinstance(kept, _RowsWithIds) and "d2_row_id" in kept.column_names
+    grouped = loader(train_sampling_strategy="group_by_length", length_column_name="label")
+    assert isinstance(grouped.dataset, _RowsWithIds)
+    sampler = next(s for s in (getattr(grouped, "sampler", None), getattr(grouped.batch_sampler, "sampler", None),
+                               getattr(getattr(grouped, "base_dataloader", None), "sampler", None))
+                   if isinstance(s, LengthGroupedSampler))
+    assert list(sampler.lengths) == [int(label) for label in train["label"]]
     assert not isinstance(loader_rows(_stacking_collator), _RowsWithIds)
 
 
@@ -545,13 +554,14 @@ def _stacking_collator(rows):
     return {("labels" if key == "label" else key): torch.stack([row[key] for row in rows]) for key in rows[0]}
 
 
-@pytest.mark.parametrize("form", ["python", "torch", "torch, own collator"])
+@pytest.mark.parametrize("form", ["python", "torch", "torch, own collator", "torch, grouped by length"])
 def test_shuffled_trainer_and_accelerate_loop_route_every_row_to_its_own_scores(digits, tmp_path, form):
     """Shuffled runs of both paths with lr=1e-12: the model does not move (AdamW steps of ~1e-12),
     so each row's scores are a function of that row alone and must equal one ordered forward pass,
     whatever order the samplers chose; a row id routed to the wrong row would show. With a torch
     format the Trainer's own collator gets the row ids as ints (cheaper than a tensor per row); a
-    collator of the user's own gets them as the format makes them."""
+    collator of the user's own gets them as the format makes them. Grouping by length (the label column
+    serves as the lengths) draws another order from the rows' lengths."""
     from transformers import TrainingArguments
 
     from hf_d2prune.dynamics import DynamicsCallback, DynamicsTrainer, add_row_ids
@@ -571,6 +581,7 @@ def test_shuffled_trainer_and_accelerate_loop_route_every_row_to_its_own_scores(
         output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=32, learning_rate=1e-12,
         lr_scheduler_type="constant", weight_decay=0.0, optim="adamw_torch", report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=True, seed=7, disable_tqdm=True,  # default: shuffled sampling
+        **({"train_sampling_strategy": "group_by_length", "length_column_name": "label"} if "grouped" in form else {}),
     )
     dynamics = DynamicsCallback(scores=scores)
     train = add_row_ids(ds) if form == "python" else add_row_ids(ds).with_format("torch")

@@ -5,10 +5,10 @@ overrides ``compute_loss``: it pops a row-id column from the batch, lets the par
 the loss and outputs, gathers (row ids, logits, labels) across processes (when there are
 several; the padding rows that even out the last batch are dropped) and feeds the callback's
 :class:`DynamicsRecorder`. The row-id column is added to the model's signature columns, so it
-survives ``remove_unused_columns=True``. With the Trainer's own collators and samplers the
-dataloader reads the ids once, as an array, and hands each row its id as an int (fetching the
-column with every batch costs ``datasets`` a tensor or a Python object per row). Evaluation
-batches (model in eval mode) are not recorded.
+survives ``remove_unused_columns=True``. With the Trainer's own collators (and any of its
+sampling strategies) the dataloader reads the ids once, as an array, and hands each row its id as
+an int (fetching the column with every batch costs ``datasets`` a tensor or a Python object per
+row). Evaluation batches (model in eval mode) are not recorded.
 
 Checkpoints carry the recorder: every checkpoint the Trainer saves gets a ``d2_dynamics.npz``
 beside the model, and ``trainer.train(resume_from_checkpoint=...)`` continues recording from it,
@@ -319,12 +319,21 @@ class DynamicsTrainerMixin:
         training = (description or "").lower() == "training"
         if training:  # the labels, checked against the logits at the first step
             self._remember_labels(dataset)
-        if not (_collates_plain_ids(self.data_collator) and _samples_by_index(self.args)):
+        if not _collates_plain_ids(self.data_collator):
             return dataset
         ids = column_array(dataset, column, dtype=np.int64)
         if training:  # the ids the recorder keys on: checked before training
             _check_ids(ids, self.dynamics.n_rows, column)
         return _RowsWithIds(dataset.remove_columns([column]), ids, column)
+
+    # The Trainer builds its samplers from the dataset _remove_unused_columns returned; grouping by
+    # length reads that dataset's columns, so a sampler gets the rows behind _RowsWithIds (the same
+    # rows at the same positions).
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        return super()._get_train_sampler(*map(_plain_rows, args), **{k: _plain_rows(v) for k, v in kwargs.items()})
+
+    def _get_eval_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        return super()._get_eval_sampler(*map(_plain_rows, args), **{k: _plain_rows(v) for k, v in kwargs.items()})
 
     def _remember_labels(self, dataset: Any) -> None:
         """Read the training labels once, so that the first step checks them all against the logits."""
@@ -440,11 +449,9 @@ class _RowsWithIds(torch.utils.data.Dataset):
         return rows
 
 
-def _samples_by_index(args: Any) -> bool:
-    """Whether the Trainer's sampler needs only the dataset's length (random or sequential order);
-    grouping by length reads the dataset's columns, so its rows stay a ``datasets.Dataset``."""
-    strategy = getattr(args, "train_sampling_strategy", "random")
-    return strategy in ("random", "sequential") and not getattr(args, "group_by_length", False)
+def _plain_rows(dataset: Any) -> Any:
+    """The ``datasets.Dataset`` behind a :class:`_RowsWithIds` (anything else as it is)."""
+    return dataset.rows if isinstance(dataset, _RowsWithIds) else dataset
 
 
 def _collates_plain_ids(collator: Any) -> bool:
