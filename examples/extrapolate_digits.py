@@ -1,8 +1,9 @@
 """Score extrapolation on real data, offline: score 20% of the digits, extrapolate to the rest, prune.
 
-Scikit-learn's 8x8 digits; the 64 pixels (scaled to [0, 1]) are the embedding and a small MLP
-head on them is the scoring model. The TDDS score is measured by training on a seeded 20% of the
-rows only (``train_dynamics(subset=0.2)``), filled into the other 80% by kNN extrapolation
+Scikit-learn's 8x8 digits; the 64 pixels (scaled to [0, 1]) are the embedding (``ds.d2.embed``
+with a plain function as the model) and a small MLP head on them is the scoring model. The TDDS
+score is measured by training on a seeded 20% of the rows only (``train_dynamics(subset=0.2)``),
+filled into the other 80% by kNN extrapolation
 (Schmidt et al., arXiv 2506.09010), and used by D2 pruning. A full training run is done too, only
 to show how close the cheap path gets.
 
@@ -13,7 +14,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
@@ -22,6 +22,11 @@ import hf_d2prune  # noqa: E402,F401  (registers ds.d2)
 from hf_d2prune.builtin import load_builtin  # noqa: E402
 from hf_d2prune.dynamics import train_dynamics  # noqa: E402
 from hf_d2prune.extrapolation_api import extrapolate  # noqa: E402
+
+
+def pixels(images):
+    """A batch of 8x8 images as rows of 64 values in [0, 1]."""
+    return np.stack([np.asarray(image, dtype=np.float32).ravel() / 255.0 for image in images])
 
 
 def score(ds, subset):
@@ -33,8 +38,7 @@ def score(ds, subset):
 
 def main() -> None:
     ds = load_builtin("digits")
-    pixels = np.stack([np.asarray(img, dtype=np.float32).ravel() / 255.0 for img in ds["image"]])
-    ds = ds.add_column("embedding", pixels.tolist(), feature=datasets.Sequence(datasets.Value("float32"), length=64))
+    ds = ds.d2.embed("image", model=pixels, normalize=False)  # any callable from a batch of images to vectors
 
     part = score(ds, subset=0.2)                      # TDDS on 20% of rows, NaN elsewhere
     mask = np.asarray(part["tdds_measured"])
