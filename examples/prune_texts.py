@@ -44,8 +44,9 @@ def main() -> None:
         X = small.d2.embeddings()
         print(f"{method:10s} {len(small):5d} {np.mean(np.asarray(small['label']) == spam):6.1%} "
               f"{np.mean(small['prototype_distance']):11.3f} {nearest_kept_distance(X):10.3f}")
-    print("\nD2 keeps rows that are hard (high score) *and* far apart (high diversity);"
-          "\ntop-k keeps the hardest rows even when they are near-duplicates of each other.")
+    print("\nD2's coreset is harder (higher mean score) and more spread out (higher diversity) than a random"
+          "\none of the same size; top-k is the hardest but ignores spread, k-center the most spread out but"
+          "\nignores difficulty.")
 
 
 if __name__ == "__main__":
