@@ -32,6 +32,7 @@ __all__ = [
     "exchange",
     "all_gather_rows",
     "progress_bars",
+    "show_progress",
 ]
 
 #: Bytes received per process and round of :func:`all_gather_rows` (all processes together).
@@ -233,6 +234,15 @@ def all_gather_rows(local: np.ndarray, start: int, n: int, procs: Processes, *, 
         missing = np.flatnonzero(~seen)
         raise RuntimeError(f"all_gather_rows: {missing.size} of {n} rows were not received (first: {missing[0]})")
     return full
+
+
+def show_progress(requested: bool) -> bool:
+    """Whether a progress bar the caller asked for is shown: not while ``datasets``' own bars are
+    switched off (``datasets.disable_progress_bars()``, or ``HF_DATASETS_DISABLE_PROGRESS_BARS=1``),
+    so that one switch silences the library's bars with those of ``Dataset.map``."""
+    import datasets
+
+    return bool(requested) and not datasets.are_progress_bars_disabled()
 
 
 @contextlib.contextmanager

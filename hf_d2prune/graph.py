@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from .distributed import show_progress
 from .errors import InvalidParameterError, InvalidValuesError
 from .validation import check_finite, check_positive_int, describe_rows, nonfinite_rows
 
@@ -253,7 +254,8 @@ def knn_graph(
         seed: seeds the IVF training sample and k-means. (HNSW construction with more than one
             faiss thread may differ between runs in a few neighbours; call
             ``faiss.omp_set_num_threads(1)`` for bit-identical approximate graphs.)
-        progress: show a tqdm progress bar over query blocks.
+        progress: show a tqdm progress bar over query blocks (not while ``datasets``' progress bars
+            are disabled).
 
     Returns:
         ``(indices, distances)``: int64 ``(n, k)`` neighbour ids, nearest first, never the row
@@ -305,7 +307,7 @@ def knn_graph(
     distances = np.empty((n, k), dtype=np.float32)
     t1 = time.perf_counter()
     starts = range(0, n, block_size)
-    if progress:
+    if show_progress(progress):
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=f"kNN graph ({kind}, k={k})", unit="block")

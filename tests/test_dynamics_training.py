@@ -695,3 +695,32 @@ def test_processor_path_trains_an_image_classifier_on_real_images():
         values = np.asarray(out[name])
         assert np.isfinite(values).all() and values.std() > 0, name
         np.testing.assert_allclose(values, np.asarray(manual[name]), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_progress_bars_follow_the_datasets_switch(digits, capsys):
+    """The training bar and the kNN graph's bar show when asked for, and stay hidden while
+    ``datasets.disable_progress_bars()`` holds, like the bars of ``Dataset.map``."""
+    import datasets
+
+    from hf_d2prune.graph import knn_graph
+
+    labels = np.asarray(digits["label"])
+    pixels = torch.tensor(np.asarray(digits["pixels"]), dtype=torch.float32)
+    rows = np.arange(200)
+
+    def bars() -> str:
+        capsys.readouterr()
+        fit_and_record(Head(), lambda ids: pixels[ids], labels, rows, None, epochs=1, batch_size=64, progress=True)
+        knn_graph(pixels[:200].numpy(), k=3, progress=True)
+        return capsys.readouterr().err
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    try:
+        datasets.enable_progress_bars()
+        shown = bars()
+        datasets.disable_progress_bars()
+        hidden = bars()
+    finally:
+        (datasets.disable_progress_bars if was_disabled else datasets.enable_progress_bars)()
+    assert "Training dynamics" in shown and "kNN graph" in shown
+    assert "Training dynamics" not in hidden and "kNN graph" not in hidden

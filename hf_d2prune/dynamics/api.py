@@ -250,7 +250,7 @@ def train_dynamics(
         max_length: tokenizer truncation length (default: the tokenizer's).
         eval_pass: record from a no-grad eval-mode pass after each epoch instead of the training
             forward passes (as the EL2N and Dynamic Uncertainty authors do; costs an extra pass).
-        progress: progress bar.
+        progress: progress bar (``datasets.disable_progress_bars()`` hides it too).
         **score_options: ``du_window`` (10), ``tdds_window`` (10), ``tdds_decay`` (0.9),
             ``el2n_epochs`` (10), ``grand_epochs`` (1), ``grand_bias`` (from the model).
 

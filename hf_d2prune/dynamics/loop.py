@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..distributed import show_progress
 from ..errors import InvalidParameterError, InvalidValuesError
 from ..validation import check_positive_int
 from .recorder import DynamicsRecorder, StagingGroup
@@ -407,7 +408,8 @@ def fit_and_record(
         eval_pass: record from an extra no-grad ``model.eval()`` pass over ``rows`` after each
             epoch (the authors' protocol for EL2N / Dynamic Uncertainty) instead of from the
             training forward passes (which see the model mid-epoch, in train mode).
-        progress: show a progress bar on the main process.
+        progress: show a progress bar on the main process (not while ``datasets``' progress bars
+            are disabled).
 
     Returns:
         ``recorder``, fed. The model is left in the mode (train or eval) it came in.
@@ -513,7 +515,7 @@ def fit_and_record(
             stage.end_epoch(step)  # parked with the epochs before; folded when the chunk is full
 
     steps = epochs * (len(loader) + (len(eval_loader) if eval_loader is not None else 0))
-    bar = tqdm(total=steps, desc="Training dynamics", disable=not (progress and accelerator.is_main_process))
+    bar = tqdm(total=steps, desc="Training dynamics", disable=not (show_progress(progress) and accelerator.is_main_process))
     try:
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
