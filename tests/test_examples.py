@@ -1,9 +1,10 @@
 """Every script in examples/ runs offline, on smaller settings, and prints what its docstring promises.
 
 Each example runs as ``python examples/NAME.py ARGS`` would run it (``__name__ == "__main__"``, its
-own ``sys.argv``, a scratch working directory, offline), but inside the test process, which saves
-importing torch and transformers once per example. The checks read its printed figures, so an
-example that runs but has stopped finding what it claims to find fails too.
+own ``sys.argv``, a scratch working directory; offline and with a private datasets cache, as
+conftest.py sets up every test), but inside the test process, which saves importing torch and
+transformers once per example. The checks read its printed figures, so an example that runs but
+has stopped finding what it claims to find fails too.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ def run_example(tmp_path, monkeypatch, capsys):
     def run(name: str, *args: str) -> str:
         monkeypatch.setattr(sys, "argv", [str(EXAMPLES / name), *args])
         monkeypatch.chdir(tmp_path)
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-        monkeypatch.setenv("MPLBACKEND", "Agg")
         threads = torch.get_num_threads()
         capsys.readouterr()
         try:

@@ -515,7 +515,8 @@ def fit_and_record(
             stage.end_epoch(step)  # parked with the epochs before; folded when the chunk is full
 
     steps = epochs * (len(loader) + (len(eval_loader) if eval_loader is not None else 0))
-    bar = tqdm(total=steps, desc="Training dynamics", disable=not (show_progress(progress) and accelerator.is_main_process))
+    shown = show_progress(progress) and accelerator.is_main_process
+    bar = tqdm(total=steps, desc="Training dynamics", disable=not shown)
     try:
         for epoch in range(epochs):
             sampler.set_epoch(epoch)

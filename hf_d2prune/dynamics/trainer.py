@@ -326,9 +326,9 @@ class DynamicsTrainerMixin:
             _check_ids(ids, self.dynamics.n_rows, column)
         return _RowsWithIds(dataset.remove_columns([column]), ids, column)
 
-    # The Trainer builds its samplers from the dataset _remove_unused_columns returned; grouping by
-    # length reads that dataset's columns, so a sampler gets the rows behind _RowsWithIds (the same
-    # rows at the same positions).
+    # transformers 5 builds its samplers from the dataset _remove_unused_columns returned (4.x reads
+    # self.train_dataset, a datasets.Dataset); grouping by length reads that dataset's columns, so a
+    # sampler gets the rows behind _RowsWithIds (the same rows at the same positions).
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
         return super()._get_train_sampler(*map(_plain_rows, args), **{k: _plain_rows(v) for k, v in kwargs.items()})
 
