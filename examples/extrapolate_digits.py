@@ -3,9 +3,8 @@
 Scikit-learn's 8x8 digits; the 64 pixels (scaled to [0, 1]) are the embedding (``ds.d2.embed``
 with a plain function as the model) and a small MLP head on them is the scoring model. The TDDS
 score is measured by training on a seeded 20% of the rows only (``train_dynamics(subset=0.2)``),
-filled into the other 80% by kNN extrapolation
-(Schmidt et al., arXiv 2506.09010), and used by D2 pruning. A full training run is done too, only
-to show how close the cheap path gets.
+filled into the other 80% by kNN extrapolation (Schmidt et al., arXiv 2506.09010), and used by D2
+pruning. A full training run is done too, only to show how close the cheap path gets.
 
     python examples/extrapolate_digits.py
 """
